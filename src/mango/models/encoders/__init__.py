@@ -1,0 +1,1 @@
+"""Per-modality encoders: features from images, depth and text."""

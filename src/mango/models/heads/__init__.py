@@ -1,0 +1,1 @@
+"""Task heads on fused features."""
