@@ -1,1 +1,1 @@
-"""mango.tasks"""
+"""Tasks: readers, transforms, metrics and data checks per dataset."""
