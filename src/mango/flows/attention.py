@@ -1,0 +1,187 @@
+"""Invertible Cross-Attention (ICA): attention whose matrix is triangular with a positive diagonal."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mango.flows.base import FlowLayer
+from mango.flows.partitions import num_variants, partition_indices, validate_tokens
+from mango.flows.token_mixing import LUTokenMixing
+
+#: Attention-matrix forms ``A = c0 * I + c1 * softmax(S)`` as ``(c0, c1)``; "gated" learns c1 = α.
+ATTENTION_FORMS = ("gated", "softmax", "half", "identity_plus")
+
+
+class InvertibleCrossAttention(FlowLayer):
+    """Invertible cross-attention over a token partition (MMCA, IMCA or LICA).
+
+    The partition (see :mod:`mango.flows.partitions`) splits the ``L`` tokens into ``X1`` (``L1``
+    tokens, passed through) and ``X2`` (``L2`` tokens, transformed). From ``X1`` alone,
+
+    .. math::
+
+        Q = \\mathrm{LN}(H W_q), \\quad K = \\mathrm{LN}(H W_k), \\quad
+        S = Q K^{\\top} / \\tau, \\quad P = \\mathrm{softmax}(S \\text{ masked to } j \\ge i),
+
+    where ``H = X1`` when ``L1 = L2`` and otherwise ``X1`` linearly interpolated along the token axis
+    to ``L2`` rows (any map of ``X1`` keeps the layer invertible). With ``A = c_0 I + c_1 P``,
+
+    .. math::
+
+        Y_1 = X_1, \\quad Y_2 = A X_2, \\qquad
+        \\log|\\det J| = D \\sum_{i=1}^{L_2} \\log A_{ii}
+                      = D \\sum_i \\log\\big(c_0 + c_1 P_{ii}\\big).
+
+    ``A`` is upper-triangular with a positive diagonal, so the inverse recomputes ``A`` from
+    ``Y_1 = X_1`` and solves ``A X_2 = Y_2`` by back substitution (no ``slogdet``, ``inv`` or
+    ``pinv``). Forms: ``"gated"`` (default) ``c_0 = 1 - α, c_1 = α`` with ``α = sigmoid(g)``
+    learned and ``g`` initialised at ``gate_init`` (-4, α ≈ 0.02: near identity, DESIGN.md §3b);
+    ``"softmax"`` ``(0, 1)`` the paper's form; ``"half"`` ``(½, ½)``; ``"identity_plus"`` ``(1, 1)``
+    as in the official code. The temperature ``τ = exp(t)`` is clamped to ``[1e-2, 1e4]``.
+
+    LICA first mixes all tokens with a learned invertible ``W`` (:class:`LUTokenMixing`), applies
+    the attention to the halves of ``W x`` and maps back with ``W^{-1}``; the two log-dets cancel.
+
+    References:
+        Truong et al., "MANGO: Multimodal Attention-based Normalizing Flow Approach to Fusion
+        Learning", NeurIPS 2025 (arXiv 2508.10133).
+
+    Example:
+        >>> layer = InvertibleCrossAttention(dim=8, tokens=(6, 4), partition="mmca", variant=1)
+        >>> x = torch.randn(2, 10, 8)
+        >>> y, logdet = layer(x)
+        >>> x_back, logdet_inv = layer.inverse(y)
+        >>> torch.allclose(x_back, x, atol=1e-5), torch.allclose(logdet_inv, -logdet)
+        (True, True)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        tokens: tuple[int, ...],
+        partition: str,
+        variant: int,
+        attention: str = "gated",
+        key_dim: int | None = None,
+        gate_init: float = -4.0,
+    ) -> None:
+        super().__init__()
+        self.tokens = validate_tokens(tokens)
+        if attention not in ATTENTION_FORMS:
+            raise ValueError(f"attention must be one of {ATTENTION_FORMS}, got {attention!r}")
+        self.dim = dim
+        self.length = sum(self.tokens)
+        self.partition = partition
+        self.variant = variant
+        self.attention_form = attention
+        idx1, idx2 = partition_indices(self.tokens, partition, variant)
+        self.register_buffer("idx1", idx1, persistent=False)
+        self.register_buffer("idx2", idx2, persistent=False)
+        self.l1, self.l2 = len(idx1), len(idx2)
+        self.mixing = LUTokenMixing(self.length) if partition == "lica" else None
+        key_dim = key_dim or dim
+        self.query = nn.Linear(dim, key_dim, bias=False)
+        self.key = nn.Linear(dim, key_dim, bias=False)
+        self.norm_q = nn.LayerNorm(key_dim)
+        # A key bias adds q_i·b to every score of row i: softmax ignores it, so it has no bias.
+        self.norm_k = nn.LayerNorm(key_dim, bias=False)
+        self.log_temperature = nn.Parameter(torch.tensor(0.5 * math.log(key_dim)))
+        self.gate = nn.Parameter(torch.tensor(float(gate_init))) if attention == "gated" else None
+        below_diagonal = torch.tril(torch.ones(self.l2, self.l2, dtype=torch.bool), -1)
+        self.register_buffer("mask", below_diagonal, persistent=False)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, tokens={self.tokens}, partition={self.partition!r}, "
+            f"variant={self.variant}, attention={self.attention_form!r}, X1={self.l1}, X2={self.l2}"
+        )
+
+    @property
+    def temperature(self) -> Tensor:
+        """The positive softmax temperature τ."""
+        return self.log_temperature.clamp(math.log(1e-2), math.log(1e4)).exp()
+
+    def log_coefficients(self) -> tuple[Tensor, Tensor]:
+        """``(log c0, log c1)`` of ``A = c0 I + c1 P`` (``log c0`` may be ``-inf``)."""
+        device = self.log_temperature.device
+        if self.gate is not None:
+            return F.logsigmoid(-self.gate), F.logsigmoid(self.gate)
+        c0, c1 = {"softmax": (0.0, 1.0), "half": (0.5, 0.5), "identity_plus": (1.0, 1.0)}[
+            self.attention_form
+        ]
+        log = lambda c: torch.tensor(math.log(c) if c > 0 else -math.inf, device=device)  # noqa: E731
+        return log(c0), log(c1)
+
+    def _conditioning(self, x1: Tensor) -> Tensor:
+        if self.l1 == self.l2:
+            return x1
+        resampled = F.interpolate(x1.transpose(1, 2), size=self.l2, mode="linear", align_corners=True)
+        return resampled.transpose(1, 2)
+
+    def scores(self, x1: Tensor) -> Tensor:
+        """Masked attention logits ``S`` (B, L2, L2) from the conditioning tokens ``x1``."""
+        h = self._conditioning(x1)
+        q = self.norm_q(self.query(h))
+        k = self.norm_k(self.key(h))
+        s = q @ k.transpose(1, 2) / self.temperature.to(x1.dtype)
+        return s.masked_fill(self.mask, -math.inf)
+
+    def _attention(self, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(A, log diag A)``: (B, L2, L2) and (B, L2)."""
+        s = self.scores(x1)
+        log_p = torch.log_softmax(s, dim=-1)
+        log_c0, log_c1 = (c.to(x1.dtype) for c in self.log_coefficients())
+        eye = torch.eye(self.l2, dtype=x1.dtype, device=x1.device)
+        a = log_c0.exp() * eye + log_c1.exp() * log_p.exp()
+        log_diag = torch.logaddexp(log_c0, log_c1 + log_p.diagonal(dim1=-2, dim2=-1))
+        return a, log_diag
+
+    def attention_matrix(self, x: Tensor) -> Tensor:
+        """The matrix ``A`` (B, L2, L2) this layer applies to ``X2`` for input tokens ``x``."""
+        if self.mixing is not None:
+            x = self.mixing(x)[0]
+        return self._attention(x[:, self.idx1])[0]
+
+    def _merge(self, y1: Tensor, y2: Tensor) -> Tensor:
+        out = torch.empty(
+            y1.shape[0], self.length, y1.shape[2], dtype=y1.dtype, device=y1.device
+        )
+        out[:, self.idx1] = y1
+        out[:, self.idx2] = y2
+        return out
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.mixing is not None:
+            x = self.mixing(x)[0]
+        x1, x2 = x[:, self.idx1], x[:, self.idx2]
+        a, log_diag = self._attention(x1)
+        y = self._merge(x1, a @ x2)
+        if self.mixing is not None:
+            y = self.mixing.inverse(y)[0]
+        return y, x.shape[2] * log_diag.sum(-1)
+
+    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.mixing is not None:
+            y = self.mixing(y)[0]
+        y1, y2 = y[:, self.idx1], y[:, self.idx2]
+        a, log_diag = self._attention(y1)
+        x2 = torch.linalg.solve_triangular(a, y2, upper=True)
+        x = self._merge(y1, x2)
+        if self.mixing is not None:
+            x = self.mixing.inverse(x)[0]
+        return x, -y.shape[2] * log_diag.sum(-1)
+
+
+def ica_layers(
+    dim: int, tokens: tuple[int, ...], partition: str, **kwargs: object
+) -> list[InvertibleCrossAttention]:
+    """One :class:`InvertibleCrossAttention` per variant of ``partition`` for this token layout."""
+    count = num_variants(partition, len(validate_tokens(tokens)))
+    return [
+        InvertibleCrossAttention(dim, tokens, partition, v, **kwargs)  # type: ignore[arg-type]
+        for v in range(1, count + 1)
+    ]

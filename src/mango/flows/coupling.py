@@ -1,0 +1,88 @@
+"""Affine coupling over channels (RealNVP), applied token by token."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mango.flows.base import FlowLayer
+
+
+def soft_bound(a: Tensor, bound: float) -> Tensor:
+    """Smoothly map ``a`` into ``(-bound, bound)``: ``bound * tanh(a / bound)`` (identity near 0)."""
+    return bound * torch.tanh(a / bound)
+
+
+class AffineCoupling(FlowLayer):
+    """Affine coupling that splits the channels of every token in two halves.
+
+    With ``x = [x_a, x_b]`` along channels (``x_a`` the first ``D // 2`` channels, or the last
+    ones when ``swap=True``) and a conditioner network ``h`` applied to each token,
+
+    .. math::
+
+        (\\tilde s, t) = h(x_a), \\quad s = c \\tanh(\\tilde s / c), \\quad
+        y_a = x_a, \\quad y_b = x_b \\odot e^{s} + t,
+
+        x_b = (y_b - t) \\odot e^{-s}, \\qquad \\log|\\det J| = \\sum_{l, d} s_{l, d}.
+
+    The scale is soft-bounded by ``c = scale_bound`` so it cannot overflow, and the last layer of
+    ``h`` is zero-initialised so a new coupling is the identity.
+
+    References:
+        Dinh et al., "Density estimation using Real NVP" (arXiv 1605.08803).
+
+    Example:
+        >>> layer = AffineCoupling(dim=6, hidden=16)
+        >>> x = torch.randn(2, 4, 6)
+        >>> y, logdet = layer(x)
+        >>> torch.equal(y, x), logdet.tolist()   # identity at initialisation
+        (True, [0.0, 0.0])
+    """
+
+    def __init__(
+        self, dim: int, hidden: int = 64, swap: bool = False, scale_bound: float = 2.0
+    ) -> None:
+        super().__init__()
+        if dim < 2:
+            raise ValueError(f"AffineCoupling: dim must be >= 2 to split channels, got {dim}")
+        self.dim = dim
+        self.swap = swap
+        self.scale_bound = scale_bound
+        self.cond_dim = dim // 2 if not swap else dim - dim // 2
+        self.out_dim = dim - self.cond_dim
+        self.net = nn.Sequential(
+            nn.Linear(self.cond_dim, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, 2 * self.out_dim),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.swap:
+            x_b, x_a = x.split([self.out_dim, self.cond_dim], dim=-1)
+        else:
+            x_a, x_b = x.split([self.cond_dim, self.out_dim], dim=-1)
+        return x_a, x_b
+
+    def _merge(self, x_a: Tensor, x_b: Tensor) -> Tensor:
+        return torch.cat([x_b, x_a] if self.swap else [x_a, x_b], dim=-1)
+
+    def _scale_shift(self, x_a: Tensor) -> tuple[Tensor, Tensor]:
+        raw_scale, shift = self.net(x_a).chunk(2, dim=-1)
+        return soft_bound(raw_scale, self.scale_bound), shift
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x_a, x_b = self._split(x)
+        scale, shift = self._scale_shift(x_a)
+        y_b = x_b * scale.exp() + shift
+        return self._merge(x_a, y_b), scale.flatten(1).sum(1)
+
+    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        y_a, y_b = self._split(y)
+        scale, shift = self._scale_shift(y_a)
+        x_b = (y_b - shift) * (-scale).exp()
+        return self._merge(y_a, x_b), -scale.flatten(1).sum(1)

@@ -1,0 +1,81 @@
+"""Learned invertible mixing of tokens: Glow's LU-parametrised 1x1 convolution over the token axis."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mango.flows.base import FlowLayer
+
+
+class LUTokenMixing(FlowLayer):
+    """Invertible linear map over tokens, ``y = W x`` with ``W = P L (U + diag(s))``.
+
+    ``P`` is a fixed permutation, ``L`` unit lower-triangular, ``U`` strictly upper-triangular and
+    ``s = sign * exp(log_s)``. The same ``W`` (``L x L``) mixes every channel:
+
+    .. math::
+
+        y_{i,d} = \\sum_j W_{ij} x_{j,d}, \\qquad
+        x = (U + \\mathrm{diag}(s))^{-1} L^{-1} P^{\\top} y \\ \\text{(two triangular solves)},
+
+        \\log|\\det J| = D \\sum_i \\log |s_i| .
+
+    Initialisation (DESIGN.md §3b): ``P`` a random permutation, ``L = U = I`` structure and ``s = 1``,
+    i.e. ``W = P``. The LU factors of a random orthogonal matrix lose ~1e-5 per layer in the solves
+    at ``L = 512``; a permutation is exact.
+
+    References:
+        Kingma & Dhariwal, "Glow" (arXiv 1807.03039), §3.2, applied over tokens instead of channels.
+
+    Example:
+        >>> mix = LUTokenMixing(length=5, generator=torch.Generator().manual_seed(0))
+        >>> x = torch.randn(2, 5, 3)
+        >>> y, logdet = mix(x)
+        >>> torch.allclose(mix.inverse(y)[0], x), logdet.tolist()
+        (True, [0.0, 0.0])
+    """
+
+    def __init__(self, length: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.length = length
+        perm = torch.randperm(length, generator=generator)
+        self.register_buffer("permutation", perm)
+        self.register_buffer("sign", torch.ones(length))
+        self.lower = nn.Parameter(torch.zeros(length, length))
+        self.upper = nn.Parameter(torch.zeros(length, length))
+        self.log_s = nn.Parameter(torch.zeros(length))
+        self.register_buffer("lower_mask", torch.tril(torch.ones(length, length), -1))
+
+    def factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Return ``(L, U + diag(s))`` as dense triangular matrices in ``dtype``."""
+        eye = torch.eye(self.length, dtype=dtype, device=self.lower.device)
+        mask = self.lower_mask.to(dtype)
+        lower = self.lower.to(dtype) * mask + eye
+        diag = self.sign.to(dtype) * self.log_s.to(dtype).exp()
+        upper = self.upper.to(dtype) * mask.T + torch.diag(diag)
+        return lower, upper
+
+    def weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The dense mixing matrix ``W = P L (U + diag(s))`` (for inspection and tests)."""
+        lower, upper = self.factors(dtype)
+        return (lower @ upper)[self._inverse_permutation()]
+
+    def _inverse_permutation(self) -> Tensor:
+        return torch.argsort(self.permutation)
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        lower, upper = self.factors(x.dtype)
+        z = lower @ (upper @ x)  # (L, L) @ (B, L, D) broadcasts over the batch
+        # P z: row i of the output is row inverse_perm[i] of z, so P^T = gather by `permutation`.
+        y = z[:, self._inverse_permutation()]
+        logdet = (x.shape[2] * self.log_s.to(x.dtype).sum()).expand(x.shape[0])
+        return y, logdet
+
+    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        lower, upper = self.factors(y.dtype)
+        z = y[:, self.permutation]
+        z = torch.linalg.solve_triangular(lower, z, upper=False, unitriangular=True)
+        x = torch.linalg.solve_triangular(upper, z, upper=True)
+        logdet = (-y.shape[2] * self.log_s.to(y.dtype).sum()).expand(y.shape[0])
+        return x, logdet
