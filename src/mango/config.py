@@ -1,0 +1,149 @@
+"""Run configuration: YAML files validated by pydantic, one model per section.
+
+A run config has the sections ``task``, ``data``, ``model``, ``flow``, ``loss``, ``optim`` and
+``trainer``. ``data`` and ``model`` are defined by each task (see :mod:`mango.tasks`); the others
+are shared and defined here. Unknown or mistyped keys are errors (``extra="forbid"``), reported as
+one line naming the file and the field. ``--set a.b=c`` overrides parse ``c`` as YAML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mango.errors import ConfigError
+from mango.flows import PARTITIONS
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class FlowSettings(Section):
+    """The MANGO flow used for fusion (DESIGN.md §3)."""
+
+    blocks: int = Field(12, ge=1, description="number of MANGO blocks (paper: 12; ablation 6/8/12/16)")
+    partitions: list[Literal["mmca", "imca", "lica"]] = Field(
+        default_factory=lambda: list(PARTITIONS), min_length=1, description="ICA partitions per block"
+    )
+    attention: Literal["gated", "softmax", "half", "identity_plus"] = "gated"
+    coupling_hidden: int = Field(64, ge=1)
+    detach_nll: bool = Field(True, description="keep the NLL gradient out of the encoders")
+
+
+class LossSettings(Section):
+    nll_weight: float = Field(1.0, ge=0, description="λ in task loss + λ · NLL (bits/dim)")
+
+
+class OptimSettings(Section):
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    lr: float = Field(6e-5, gt=0, description="learning rate of the encoders (backbone)")
+    head_lr_mult: float = Field(10.0, gt=0, description="fusion, flow and head use lr × this")
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    poly_power: float = 1.0
+    grad_clip: float | None = Field(1.0, gt=0)
+
+
+class TrainerSettings(Section):
+    max_steps: int = Field(1000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    steps_per_checkpoint: int = Field(
+        50, ge=1, description="checkpoint (and resume) interval in steps; also the logging 'epoch'"
+    )
+    val_every: int = Field(1, ge=1, description="validate every N checkpoints")
+    log_every: int = Field(10, ge=1)
+    num_workers: int = Field(0, ge=0)
+    precision: Literal["32-true", "64-true", "bf16-mixed", "16-mixed"] = "32-true"
+    accelerator: str = "auto"
+    devices: int = Field(1, ge=1)
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    seed: int = 0
+    compile: bool = False
+
+
+class RunConfig(Section):
+    """A full run configuration; tasks subclass it with their own ``data`` and ``model`` sections."""
+
+    task: str
+    data: Section
+    model: Section
+    flow: FlowSettings = Field(default_factory=FlowSettings)
+    loss: LossSettings = Field(default_factory=LossSettings)
+    optim: OptimSettings = Field(default_factory=OptimSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b=c`` into ``(["a", "b"], yaml_value_of_c)``."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value (e.g. trainer.max_steps=100)")
+    key, raw = item.split("=", 1)
+    path = [part for part in key.strip().split(".") if part]
+    if not path:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({error.__class__.__name__})") from None
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with every ``key.path=value`` override applied."""
+    result = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
+    for item in overrides:
+        path, value = parse_override(item)
+        node = result
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"--set {item!r}: {where} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with one-line errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def validate(config_class: type[RunConfig], raw: Mapping[str, Any], source: str) -> RunConfig:
+    """Validate ``raw`` against ``config_class``; the first problem becomes a one-line ConfigError."""
+    try:
+        return config_class.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "<root>"
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the task's config reference)"
+        raise ConfigError(f"{source}: field {field}: {message}") from None
+
+
+def dump_yaml(config: RunConfig) -> str:
+    """The config as YAML text (round-trips through :func:`validate`)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

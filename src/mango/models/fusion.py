@@ -1,0 +1,95 @@
+"""Fusion of several modalities' tokens: the MANGO flow, and the baselines it is compared with.
+
+Every fusion module maps a list of per-modality token tensors ``(B, L_m, D)`` to a list of fused
+token tensors of the same shapes, plus the flow's negative log-likelihood in bits per dimension
+(``None`` for baselines without a density). Task models are built around this interface so the
+MANGO model and its baselines share encoders and heads exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from mango.flows import PARTITIONS, MangoFlow
+
+
+@dataclass
+class FusionOutput:
+    """Fused tokens per modality and the flow's bits/dim per sample (``None`` without a flow)."""
+
+    tokens: list[Tensor]
+    bits_per_dim: Tensor | None = None
+
+
+class TokenEmbedding(nn.Module):
+    """Project features to ``dim`` channels and add learned position and modality embeddings.
+
+    Accepts a feature map ``(B, C, h, w)`` (flattened row-major to ``h * w`` tokens) or a sequence
+    ``(B, T, C)``; returns ``(B, L, dim)`` with ``L = length``.
+    """
+
+    def __init__(self, in_channels: int, dim: int, length: int) -> None:
+        super().__init__()
+        self.length = length
+        self.proj = nn.Linear(in_channels, dim)
+        self.position = nn.Parameter(torch.zeros(1, length, dim))
+        self.modality = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        nn.init.trunc_normal_(self.modality, std=0.02)
+
+    def forward(self, features: Tensor) -> Tensor:
+        tokens = features.flatten(2).transpose(1, 2) if features.dim() == 4 else features
+        if tokens.shape[1] != self.length:
+            raise ValueError(
+                f"expected {self.length} tokens from the encoder, got {tokens.shape[1]} "
+                f"(input size differs from the one the flow was built for)"
+            )
+        return self.proj(tokens) + self.position + self.modality
+
+
+class FlowFusion(nn.Module):
+    """MANGO fusion: concatenate the modalities' tokens, map them through a :class:`MangoFlow`.
+
+    The latent ``z = f([t_1, ..., t_M])`` is split back per modality. In training the NLL is
+    computed on **detached** tokens by default (``detach_nll``, DESIGN.md §4): the encoders then
+    learn only from the task loss, since a trainable encoder could shrink its features and make
+    the density unbounded. This costs a second flow pass; the task path keeps its gradient.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        tokens: Sequence[int],
+        blocks: int = 12,
+        partitions: Sequence[str] = PARTITIONS,
+        attention: str = "gated",
+        coupling_hidden: int = 64,
+        detach_nll: bool = True,
+    ) -> None:
+        super().__init__()
+        self.tokens = tuple(tokens)
+        self.detach_nll = detach_nll
+        self.flow = MangoFlow(dim, self.tokens, blocks, partitions, attention, coupling_hidden)
+
+    def forward(self, tokens: Sequence[Tensor], with_nll: bool = True) -> FusionOutput:
+        x = torch.cat(list(tokens), dim=1)
+        z, logdet = self.flow(x)
+        fused = list(z.split(self.tokens, dim=1))
+        if not with_nll:
+            return FusionOutput(fused)
+        if self.training and self.detach_nll and x.requires_grad:
+            bits = self.flow.bits_per_dim(x.detach())
+        else:
+            bits = self.flow.to_bits_per_dim(self.flow.latent_log_prob(z, logdet))
+        return FusionOutput(fused, bits)
+
+
+class IdentityFusion(nn.Module):
+    """Baseline without a flow: the tokens are passed on unchanged (concatenation or single modality)."""
+
+    def forward(self, tokens: Sequence[Tensor], with_nll: bool = True) -> FusionOutput:
+        return FusionOutput(list(tokens))

@@ -1,0 +1,145 @@
+"""Multimodal semantic segmentation: per-modality pyramid encoders, fusion, SegFormer decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mango.errors import ConfigError
+from mango.models.encoders.pyramid import build_pyramid_encoder
+from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
+from mango.models.heads.segformer import SegFormerHead
+
+FUSIONS = ("mango", "concat", "single")
+
+
+@dataclass
+class SegmentationOutput:
+    logits: Tensor  # (B, num_classes, H, W) at the input resolution
+    bits_per_dim: Tensor | None  # (B,) mean over the fused stages, None without a flow
+
+
+class StageFusion(nn.Module):
+    """Fuse one pyramid stage of M modalities into a single feature map ``(B, C, h, w)``.
+
+    ``mango``: tokens (linear to ``dim`` + position/modality embeddings) -> MangoFlow -> latent
+    split per modality -> concatenated per position -> 1x1 conv back to ``C``.
+    ``concat``: the modalities' maps concatenated per position -> 1x1 conv to ``C``.
+    ``single``: the one modality's map unchanged.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        channels: int,
+        modalities: int,
+        grid: tuple[int, int],
+        dim: int,
+        flow: Mapping[str, Any],
+    ) -> None:
+        super().__init__()
+        self.mode, self.grid = mode, grid
+        length = grid[0] * grid[1]
+        if mode == "mango":
+            self.embed = nn.ModuleList(TokenEmbedding(channels, dim, length) for _ in range(modalities))
+            self.fusion: nn.Module = FlowFusion(dim, [length] * modalities, **flow)
+            self.out = nn.Conv2d(modalities * dim, channels, 1)
+        elif mode == "concat":
+            self.fusion = IdentityFusion()
+            self.out = nn.Conv2d(modalities * channels, channels, 1)
+        else:
+            self.fusion = IdentityFusion()
+            self.out = nn.Identity()
+
+    def forward(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor | None]:
+        if self.mode != "mango":
+            return self.out(torch.cat(list(features), dim=1)), None
+        tokens = [embed(f) for embed, f in zip(self.embed, features, strict=True)]
+        fused = self.fusion(tokens)
+        b, (h, w) = features[0].shape[0], self.grid
+        maps = [t.transpose(1, 2).reshape(b, -1, h, w) for t in fused.tokens]
+        return self.out(torch.cat(maps, dim=1)), fused.bits_per_dim
+
+
+class SegmentationFusionModel(nn.Module):
+    """RGB-D (or any multi-input) segmentation with fusion at chosen encoder stages.
+
+    Each modality has its own pyramid encoder (4 stages). At the stages in ``fuse_stages`` the
+    modalities are fused by ``fusion`` (``mango`` flow or ``concat``); the other stages are fused
+    by concatenation + 1x1 conv. A SegFormer all-MLP decoder maps the fused pyramid to logits,
+    upsampled to the input size. The flow is built for ``image_size``: inputs must have that size
+    (use sliding windows for larger images). ``single`` uses only the first modality.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        in_channels: Mapping[str, int],
+        num_classes: int,
+        image_size: tuple[int, int],
+        encoder: str = "conv-small",
+        fusion: str = "mango",
+        fuse_stages: Sequence[int] = (2, 3),
+        dim: int = 64,
+        flow: Mapping[str, Any] | None = None,
+        head_dim: int = 128,
+        pretrained: str | None = None,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ConfigError(f"model.fusion: expected one of {FUSIONS}, got {fusion!r}")
+        if fusion == "single" and len(modalities) != 1:
+            raise ConfigError(f"model.modalities: fusion 'single' takes one modality, got {list(modalities)}")
+        if fusion != "single" and len(modalities) < 2:
+            raise ConfigError(f"model.modalities: fusion {fusion!r} needs >= 2 modalities, got {list(modalities)}")
+        bad_stages = [s for s in fuse_stages if s not in range(4)]
+        if bad_stages:
+            raise ConfigError(f"model.fuse_stages: stages are 0..3, got {list(fuse_stages)}")
+        self.modalities = list(modalities)
+        self.image_size = tuple(image_size)
+        self.encoders = nn.ModuleDict(
+            {m: build_pyramid_encoder(encoder, in_channels[m], pretrained) for m in self.modalities}
+        )
+        first = self.encoders[self.modalities[0]]
+        channels, strides = first.out_channels, first.strides
+        stages = []
+        for s, (c, stride) in enumerate(zip(channels, strides, strict=True)):
+            grid = (self.image_size[0] // stride, self.image_size[1] // stride)
+            mode = fusion if (s in fuse_stages or fusion == "single") else "concat"
+            stages.append(StageFusion(mode, c, len(self.modalities), grid, dim, flow or {}))
+        self.stages = nn.ModuleList(stages)
+        self.head = SegFormerHead(channels, head_dim, num_classes, dropout=dropout)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Encoder parameters (trained with the backbone learning rate)."""
+        return list(self.encoders.parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Everything else: fusion, flow and decoder."""
+        backbone = {id(p) for p in self.backbone_parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone]
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> SegmentationOutput:
+        missing = [m for m in self.modalities if m not in inputs]
+        if missing:
+            raise ValueError(f"batch is missing modality {missing[0]!r} (model uses {self.modalities})")
+        size = inputs[self.modalities[0]].shape[-2:]
+        if tuple(size) != self.image_size:
+            raise ValueError(
+                f"input size {tuple(size)} differs from the model's image_size {self.image_size}"
+            )
+        pyramids = [self.encoders[m](inputs[m]) for m in self.modalities]
+        fused, bits = [], []
+        for s, stage in enumerate(self.stages):
+            feature, b = stage([pyramid[s] for pyramid in pyramids])
+            fused.append(feature)
+            if b is not None:
+                bits.append(b)
+        logits = F.interpolate(self.head(fused), size=size, mode="bilinear", align_corners=False)
+        return SegmentationOutput(logits, torch.stack(bits).mean(0) if bits else None)

@@ -1,0 +1,142 @@
+"""The LightningModule that trains any task: task loss + λ · flow NLL (bits/dim)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from mango.config import RunConfig, dump_yaml
+from mango.errors import MangoError
+from mango.tasks.base import Sample, Task
+from mango.train.checkpoint import check_architecture, metadata
+
+
+class NonFiniteError(MangoError):
+    """Training produced NaN or Inf; nothing is saved from that step."""
+
+
+def first_non_finite_module(model: nn.Module, batch: Sample) -> str:
+    """Re-run ``model(batch)`` and name the first module whose output is not finite."""
+    found: list[str] = []
+    handles = []
+
+    def hook(name: str):
+        def check(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            tensors = output if isinstance(output, tuple | list) else [output]
+            if not found and any(
+                isinstance(t, Tensor) and t.is_floating_point() and not torch.isfinite(t).all()
+                for t in tensors
+            ):
+                found.append(f"{name} ({type(_module).__name__})")
+
+        return check
+
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else "no module output (the loss itself)"
+
+
+def lr_lambda(cfg: RunConfig):
+    """Warmup (linear) then poly / cosine / constant decay over ``trainer.max_steps``."""
+    warmup, total, optim = cfg.optim.warmup_steps, cfg.trainer.max_steps, cfg.optim
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if optim.schedule == "poly":
+            return (1 - progress) ** optim.poly_power
+        if optim.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+class MangoModule(pl.LightningModule):
+    """Trains ``task.build_model(cfg)``; validation feeds the task's metric."""
+
+    def __init__(self, task: Task, cfg: RunConfig) -> None:
+        super().__init__()
+        self.task, self.cfg = task, cfg
+        self.model = task.build_model(cfg)
+        self.val_metric = task.metric(cfg)
+        self.last_val: dict[str, Any] = {}
+
+    def forward(self, batch: Sample) -> Any:
+        return self.model(batch)
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout and other in-model randomness restart from a seed that depends only on the
+        # epoch, so resuming at an epoch boundary reproduces an uninterrupted run exactly.
+        torch.manual_seed(self.cfg.trainer.seed * 1_000_003 + self.current_epoch)
+
+    def training_step(self, batch: Sample, batch_idx: int) -> Tensor:
+        outputs = self.model(batch)
+        task_loss = self.task.loss(outputs, batch)
+        loss = task_loss
+        bits = getattr(outputs, "bits_per_dim", None)
+        size = len(next(v for v in batch.values() if isinstance(v, Tensor)))
+        if bits is not None:
+            bits = bits.mean()
+            self.log("train/bits_per_dim", bits, batch_size=size, sync_dist=False)
+            if self.cfg.loss.nll_weight > 0:
+                loss = loss + self.cfg.loss.nll_weight * bits
+        if not torch.isfinite(loss):
+            where = first_non_finite_module(self.model, batch)
+            part = "task loss" if not torch.isfinite(task_loss) else "flow NLL"
+            raise NonFiniteError(
+                f"step {self.global_step}: non-finite {part}; first non-finite output in {where}; "
+                "no weights were written from this step (lower optim.lr or check the inputs)"
+            )
+        self.log("train/task_loss", task_loss, batch_size=size, prog_bar=True)
+        self.log("train/loss", loss, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: Sample, batch_idx: int) -> None:
+        outputs = self.task.predict(self.model, batch, self.cfg)
+        self.task.update_metric(self.val_metric, outputs, batch)
+        bits = getattr(outputs, "bits_per_dim", None)
+        if bits is not None:
+            size = len(bits)
+            self.log("val/bits_per_dim", bits.mean(), batch_size=size, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_metric.compute()
+        self.val_metric.reset()
+        self.last_val = results
+        for key, value in results.items():
+            if isinstance(value, int | float) or (isinstance(value, Tensor) and value.numel() == 1):
+                self.log(f"val/{key}", float(value), prog_bar=key == self.task.monitor)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.cfg.optim
+        backbone = self.model.backbone_parameters()
+        head = self.model.head_parameters()
+        groups = [
+            {"params": [p for p in backbone if p.requires_grad], "lr": optim.lr},
+            {"params": [p for p in head if p.requires_grad], "lr": optim.lr * optim.head_lr_mult},
+        ]
+        groups = [g for g in groups if g["params"]]
+        cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
+        optimizer = cls(groups, betas=optim.betas, weight_decay=optim.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.cfg))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["mango"] = metadata(self.cfg.model_dump(mode="json"))
+        checkpoint["mango"]["config_yaml"] = dump_yaml(self.cfg)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_architecture(checkpoint["state_dict"], self.state_dict(), "checkpoint")

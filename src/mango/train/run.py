@@ -1,0 +1,225 @@
+"""Train, evaluate and predict: the functions behind ``mango train|eval|predict``."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from tqdm import tqdm
+
+from mango.config import RunConfig, apply_overrides, dump_yaml, read_yaml, validate
+from mango.errors import CheckpointError, ConfigError
+from mango.io import atomic_write_json, atomic_write_text
+from mango.tasks.base import Task, get_task
+from mango.train.checkpoint import (
+    AtomicCheckpointIO,
+    check_architecture,
+    export_safetensors,
+    read_checkpoint,
+)
+from mango.train.data import MangoDataModule, eval_loader
+from mango.train.module import MangoModule
+
+log = logging.getLogger(__name__)
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def build_config(
+    raw: dict[str, Any], source: str, overrides: Sequence[str] = (), data_dir: str | Path | None = None
+) -> tuple[Task, RunConfig]:
+    """Validate a raw config (plus ``--set`` overrides and ``--data``) for its task."""
+    raw = apply_overrides(raw, overrides)
+    if data_dir is not None:
+        raw.setdefault("data", {})["root"] = str(data_dir)
+    if "task" not in raw:
+        raise ConfigError(f"{source}: field task: missing (e.g. task: synthetic)")
+    task = get_task(str(raw["task"]))
+    return task, validate(task.config_class, raw, source)
+
+
+def load_config(
+    path: str | Path, overrides: Sequence[str] = (), data_dir: str | Path | None = None
+) -> tuple[Task, RunConfig]:
+    """Read and validate a YAML run config."""
+    return build_config(read_yaml(path), str(path), overrides, data_dir)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    steps: int
+    val_metrics: dict[str, Any]
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=".*_pytree.*")
+
+
+class ExportWeights(pl.Callback):
+    """After every checkpoint-interval and at the end, write ``weights.safetensors`` (rank 0)."""
+
+    def __init__(self, path: Path, config_yaml: str) -> None:
+        self.path, self.config_yaml = path, config_yaml
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            export_safetensors(pl_module.model.state_dict(), self.path, self.config_yaml)
+
+
+def train(
+    task: Task,
+    cfg: RunConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``cfg`` into ``out_dir`` (``checkpoints/last.ckpt``, ``config.yaml``, logs, weights)."""
+    _quiet_lightning()
+    out_dir = Path(out_dir)
+    checkpoint = out_dir / CHECKPOINT
+    if checkpoint.exists() and not resume:
+        raise ConfigError(
+            f"{out_dir}: already holds a run ({checkpoint}); pass --resume to continue it "
+            "or choose another --out"
+        )
+    if resume and not checkpoint.exists():
+        raise CheckpointError(f"{checkpoint}: nothing to resume (no checkpoint in {out_dir})")
+    module = MangoModule(task, cfg)
+    if resume:
+        saved = read_checkpoint(checkpoint)
+        check_architecture(saved["state_dict"], module.state_dict(), checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_yaml = dump_yaml(cfg)
+    atomic_write_text(out_dir / "config.yaml", config_yaml)
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    t = cfg.trainer
+    trainer = pl.Trainer(
+        default_root_dir=out_dir,
+        max_steps=t.max_steps,
+        max_epochs=-1,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        logger=[
+            pl.loggers.CSVLogger(out_dir, name="logs", version=""),
+            pl.loggers.TensorBoardLogger(out_dir, name="logs", version=""),
+        ],
+        callbacks=[
+            pl.callbacks.ModelCheckpoint(
+                dirpath=out_dir / CHECKPOINT.parent, filename="last", save_top_k=0,
+                save_last=True, every_n_epochs=1, save_on_train_epoch_end=True,
+                enable_version_counter=False,
+            ),
+            ExportWeights(out_dir / "weights.safetensors", config_yaml),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        check_val_every_n_epoch=t.val_every,
+        log_every_n_steps=t.log_every,
+        gradient_clip_val=cfg.optim.grad_clip,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic="warn" if t.accelerator in ("cpu", "auto") else False,
+        use_distributed_sampler=False,
+    )
+    if t.compile:
+        module.model = torch.compile(module.model)  # type: ignore[assignment]
+    trainer.fit(module, datamodule=MangoDataModule(task, cfg), ckpt_path=checkpoint if resume else None)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    if trainer.is_global_zero:
+        trainer.save_checkpoint(checkpoint)
+        export_safetensors(module.model.state_dict(), out_dir / "weights.safetensors", config_yaml)
+    return TrainResult(checkpoint, trainer.global_step, dict(module.last_val))
+
+
+def load_trained(
+    checkpoint: str | Path, data_dir: str | Path | None = None, overrides: Sequence[str] = ()
+) -> tuple[Task, RunConfig, torch.nn.Module]:
+    """Rebuild the model stored in a checkpoint (config from the checkpoint, ``--data`` applied)."""
+    saved = read_checkpoint(checkpoint)
+    task, cfg = build_config(saved["mango"]["config"], f"{checkpoint} (stored config)", overrides, data_dir)
+    model = task.build_model(cfg)
+    state = {k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")}
+    check_architecture(state, model.state_dict(), checkpoint)
+    model.load_state_dict(state)
+    return task, cfg, model.eval()
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def evaluate(
+    checkpoint: str | Path,
+    data_dir: str | Path | None = None,
+    split: str = "test",
+    out: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on ``split``; written to ``out`` as JSON when given."""
+    task, cfg, model = load_trained(checkpoint, data_dir, overrides)
+    device = _device()
+    model.to(device)
+    metric = task.metric(cfg).to(device)
+    bits: list[torch.Tensor] = []
+    loader = eval_loader(task, cfg, split)
+    for batch in tqdm(loader, desc=f"eval {split}", disable=not progress, leave=False):
+        batch = _to_device(batch, device)
+        outputs = task.predict(model, batch, cfg)
+        task.update_metric(metric, outputs, batch)
+        if getattr(outputs, "bits_per_dim", None) is not None:
+            bits.append(outputs.bits_per_dim.float().cpu())
+    results: dict[str, Any] = dict(metric.compute())
+    if bits:
+        results["bits_per_dim"] = float(torch.cat(bits).mean())
+    results["split"] = split
+    results["checkpoint"] = str(checkpoint)
+    results["samples"] = len(loader.dataset)
+    if out is not None:
+        atomic_write_json(out, results)
+    return results
+
+
+@torch.no_grad()
+def predict(
+    checkpoint: str | Path,
+    data_dir: str | Path | None,
+    out_dir: str | Path,
+    split: str = "test",
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> list[Path]:
+    """Write the task's prediction images for every sample of ``split`` into ``out_dir``."""
+    task, cfg, model = load_trained(checkpoint, data_dir, overrides)
+    device = _device()
+    model.to(device)
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for batch in tqdm(eval_loader(task, cfg, split), desc="predict", disable=not progress, leave=False):
+        batch = _to_device(batch, device)
+        written += task.write_predictions(cfg, task.predict(model, batch, cfg), batch, out_dir)
+    return written
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
