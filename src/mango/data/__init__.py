@@ -1,1 +1,19 @@
-"""mango.data"""
+"""Built-in synthetic multimodal data used by ``mango demo`` and the tests (no files, no download)."""
+
+from mango.data.synthetic import (
+    CLASS_NAMES,
+    NUM_CLASSES,
+    SyntheticScenes,
+    display_depth,
+    display_rgb,
+    generate_scene,
+)
+
+__all__ = [
+    "CLASS_NAMES",
+    "NUM_CLASSES",
+    "SyntheticScenes",
+    "display_depth",
+    "display_rgb",
+    "generate_scene",
+]
