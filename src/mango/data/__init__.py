@@ -1,4 +1,4 @@
-"""Built-in synthetic multimodal data used by ``mango demo`` and the tests (no files, no download)."""
+"""Built-in synthetic multimodal data for ``mango demo`` and the tests (no files, no download)."""
 
 from mango.data.synthetic import (
     CLASS_NAMES,

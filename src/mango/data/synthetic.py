@@ -93,7 +93,8 @@ def _background_colour(rng: np.random.Generator) -> np.ndarray:
 
 def _texture(rng: np.random.Generator, y: np.ndarray, x: np.ndarray, size: int) -> np.ndarray:
     """Smooth blending weight in [0, 1]: a squashed sum of three random plane waves."""
-    angle, freq, phase = rng.uniform(0, np.pi, 3), rng.uniform(1.0, 5.0, 3), rng.uniform(0, 2 * np.pi, 3)
+    angle, phase = rng.uniform(0, np.pi, 3), rng.uniform(0, 2 * np.pi, 3)
+    freq = rng.uniform(1.0, 5.0, 3)  # periods per image side
     field = np.zeros_like(y)
     for k in range(3):
         wy, wx = (freq[k] * 2 * np.pi / size) * np.array([np.sin(angle[k]), np.cos(angle[k])])
@@ -172,9 +173,12 @@ class SyntheticScenes(torch.utils.data.Dataset):
     ``mask`` int64 (S, S) class ids, ``index`` int.
     """
 
-    def __init__(self, num_scenes: int, split: str = "train", size: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self, num_scenes: int, split: str = "train", size: int = 64, seed: int = 0
+    ) -> None:
         if split not in SPLITS:
-            raise ConfigError(f"synthetic data split: expected one of {', '.join(SPLITS)}, got {split!r}")
+            expected = ", ".join(SPLITS)
+            raise ConfigError(f"synthetic data split: expected one of {expected}, got {split!r}")
         if num_scenes < 0:
             raise ConfigError(f"synthetic data: number of scenes must be >= 0, got {num_scenes}")
         if size < 16:
@@ -211,7 +215,7 @@ def display_rgb(rgb: Tensor | np.ndarray) -> np.ndarray:
 
 
 def display_depth(depth: Tensor | np.ndarray) -> np.ndarray:
-    """Normalised (1, H, W) or (H, W) depth -> float (H, W) in [0, 1] (min-max per image, near = 0)."""
+    """Normalised (1, H, W) or (H, W) depth -> float (H, W) in [0, 1], min-max per image."""
     array = depth.detach().cpu().numpy() if isinstance(depth, Tensor) else np.asarray(depth)
     array = array.reshape(array.shape[-2:]).astype(np.float64)
     low, high = float(array.min()), float(array.max())
