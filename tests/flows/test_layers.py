@@ -29,9 +29,10 @@ def ica_cases():
 
 @pytest.mark.parametrize("tokens,partition,variant", list(ica_cases()))
 @pytest.mark.parametrize("attention", ATTENTION_FORMS)
-def test_ica(tokens, partition, variant, attention, layer_check, perturbed):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "dense"])
+def test_ica(tokens, partition, variant, attention, fused, layer_check, perturbed):
     torch.manual_seed(0)
-    layer = InvertibleCrossAttention(3, tokens, partition, variant, attention=attention)
+    layer = InvertibleCrossAttention(3, tokens, partition, variant, attention=attention, fused=fused)
     perturbed(layer)
     layer_check(layer, torch.randn(2, sum(tokens), 3))
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mango.flows.base import FlowLayer
+from mango.flows.fused import fused_available, upper_attention
 from mango.flows.partitions import num_variants, partition_indices, validate_tokens
 from mango.flows.token_mixing import LUTokenMixing
 
@@ -38,7 +39,9 @@ class InvertibleCrossAttention(FlowLayer):
 
     ``A`` is upper-triangular with a positive diagonal, so the inverse recomputes ``A`` from
     ``Y_1 = X_1`` and solves ``A X_2 = Y_2`` by back substitution (no ``slogdet``, ``inv`` or
-    ``pinv``). Forms: ``"gated"`` (default) ``c_0 = 1 - α, c_1 = α`` with ``α = sigmoid(g)``
+    ``pinv``). On the CPU the forward pass uses a fused attention kernel that never forms ``A``
+    (``fused=True``, :mod:`mango.flows.fused`); ``fused=False`` selects the dense path.
+    Forms: ``"gated"`` (default) ``c_0 = 1 - α, c_1 = α`` with ``α = sigmoid(g)``
     learned and ``g`` initialised at ``gate_init`` (-4, α ≈ 0.02: near identity, DESIGN.md §3b);
     ``"softmax"`` ``(0, 1)`` the paper's form; ``"half"`` ``(½, ½)``; ``"identity_plus"`` ``(1, 1)``
     as in the official code. The temperature ``τ = exp(t)`` is clamped to ``[1e-2, 1e4]``.
@@ -68,6 +71,7 @@ class InvertibleCrossAttention(FlowLayer):
         attention: str = "gated",
         key_dim: int | None = None,
         gate_init: float = -4.0,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.tokens = validate_tokens(tokens)
@@ -78,6 +82,7 @@ class InvertibleCrossAttention(FlowLayer):
         self.partition = partition
         self.variant = variant
         self.attention_form = attention
+        self.fused = fused
         idx1, idx2 = partition_indices(self.tokens, partition, variant)
         self.register_buffer("idx1", idx1, persistent=False)
         self.register_buffer("idx2", idx2, persistent=False)
@@ -122,29 +127,49 @@ class InvertibleCrossAttention(FlowLayer):
         resampled = F.interpolate(x1.transpose(1, 2), size=self.l2, mode="linear", align_corners=True)
         return resampled.transpose(1, 2)
 
+    def _queries_keys(self, x1: Tensor) -> tuple[Tensor, Tensor]:
+        h = self._conditioning(x1)
+        return self.norm_q(self.query(h)), self.norm_k(self.key(h))
+
     def scores(self, x1: Tensor) -> Tensor:
         """Masked attention logits ``S`` (B, L2, L2) from the conditioning tokens ``x1``."""
-        h = self._conditioning(x1)
-        q = self.norm_q(self.query(h))
-        k = self.norm_k(self.key(h))
+        q, k = self._queries_keys(x1)
         s = q @ k.transpose(1, 2) / self.temperature.to(x1.dtype)
         return s.masked_fill(self.mask, -math.inf)
 
-    def _attention(self, x1: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(A, log diag A)``: (B, L2, L2) and (B, L2)."""
+    def _apply_fused(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+        """``(A X2, log diag A)`` without forming ``A`` (see :mod:`mango.flows.fused`)."""
+        q, k = self._queries_keys(x1)
+        scale = 1.0 / self.temperature.to(x1.dtype)
+        attended, lse = upper_attention(q, k, x2, scale)
+        log_p_diag = (q * k).sum(-1) * scale - lse
+        log_c0, log_c1 = (c.to(x1.dtype) for c in self.log_coefficients())
+        y2 = log_c0.exp() * x2 + log_c1.exp() * attended
+        return y2, torch.logaddexp(log_c0, log_c1 + log_p_diag)
+
+    def _attention(self, x1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Return ``(A, log diag A, P)``: (B, L2, L2), (B, L2), (B, L2, L2)."""
         s = self.scores(x1)
         log_p = torch.log_softmax(s, dim=-1)
         log_c0, log_c1 = (c.to(x1.dtype) for c in self.log_coefficients())
         eye = torch.eye(self.l2, dtype=x1.dtype, device=x1.device)
-        a = log_c0.exp() * eye + log_c1.exp() * log_p.exp()
+        p = log_p.exp()
+        a = log_c0.exp() * eye + log_c1.exp() * p
         log_diag = torch.logaddexp(log_c0, log_c1 + log_p.diagonal(dim1=-2, dim2=-1))
-        return a, log_diag
+        return a, log_diag, p
 
-    def attention_matrix(self, x: Tensor) -> Tensor:
-        """The matrix ``A`` (B, L2, L2) this layer applies to ``X2`` for input tokens ``x``."""
+    def attention_matrix(
+        self, x: Tensor, with_probabilities: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The matrix ``A`` (B, L2, L2) this layer applies to ``X2`` for input tokens ``x``.
+
+        With ``with_probabilities=True`` return ``(A, P)``: ``P`` is the softmax part, the map of
+        which ``X2`` tokens each output token gathers, as chosen by ``X1``.
+        """
         if self.mixing is not None:
             x = self.mixing(x)[0]
-        return self._attention(x[:, self.idx1])[0]
+        a, _, p = self._attention(x[:, self.idx1])
+        return (a, p) if with_probabilities else a
 
     def _merge(self, y1: Tensor, y2: Tensor) -> Tensor:
         out = torch.empty(
@@ -158,8 +183,12 @@ class InvertibleCrossAttention(FlowLayer):
         if self.mixing is not None:
             x = self.mixing(x)[0]
         x1, x2 = x[:, self.idx1], x[:, self.idx2]
-        a, log_diag = self._attention(x1)
-        y = self._merge(x1, a @ x2)
+        if self.fused and fused_available(x):
+            y2, log_diag = self._apply_fused(x1, x2)
+        else:
+            a, log_diag, _ = self._attention(x1)
+            y2 = a @ x2
+        y = self._merge(x1, y2)
         if self.mixing is not None:
             y = self.mixing.inverse(y)[0]
         return y, x.shape[2] * log_diag.sum(-1)
@@ -168,7 +197,7 @@ class InvertibleCrossAttention(FlowLayer):
         if self.mixing is not None:
             y = self.mixing(y)[0]
         y1, y2 = y[:, self.idx1], y[:, self.idx2]
-        a, log_diag = self._attention(y1)
+        a, log_diag, _ = self._attention(y1)
         x2 = torch.linalg.solve_triangular(a, y2, upper=True)
         x = self._merge(y1, x2)
         if self.mixing is not None:

@@ -61,7 +61,8 @@ class AttentionMap:
     block: int
     partition: str
     variant: int
-    matrix: Tensor  # (B, L2, L2): row i of Y2 gathers X2 tokens j >= i
+    matrix: Tensor  # (B, L2, L2): A, row i of Y2 gathers X2 tokens j >= i
+    probabilities: Tensor  # (B, L2, L2): the softmax part P of A = c0 I + c1 P
     x1_index: Tensor  # positions of the conditioning tokens (in the mixed order for LICA)
     x2_index: Tensor  # positions of the transformed tokens
 
@@ -141,9 +142,10 @@ class MangoFlow(SequentialFlow):
         for b, block in enumerate(self.layers):
             for layer in block:
                 if isinstance(layer, InvertibleCrossAttention):
+                    matrix, probabilities = layer.attention_matrix(x, with_probabilities=True)
                     maps.append(
                         AttentionMap(
-                            b, layer.partition, layer.variant, layer.attention_matrix(x),
+                            b, layer.partition, layer.variant, matrix, probabilities,
                             layer.idx1, layer.idx2,
                         )
                     )

@@ -125,6 +125,14 @@ class SegmentationFusionModel(nn.Module):
         backbone = {id(p) for p in self.backbone_parameters()}
         return [p for p in self.parameters() if id(p) not in backbone]
 
+    def flow_tokens(self, inputs: Mapping[str, Tensor], stage: int) -> Tensor:
+        """The joint tokens that stage ``stage``'s flow sees, (B, L, D) (for inspection)."""
+        fusion = self.stages[stage]
+        if fusion.mode != "mango":
+            raise ValueError(f"stage {stage} is not fused by a flow")
+        features = [self.encoders[m](inputs[m])[stage] for m in self.modalities]
+        return torch.cat([embed(f) for embed, f in zip(fusion.embed, features, strict=True)], dim=1)
+
     def forward(self, inputs: Mapping[str, Tensor]) -> SegmentationOutput:
         missing = [m for m in self.modalities if m not in inputs]
         if missing:

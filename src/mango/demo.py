@@ -1,0 +1,196 @@
+"""``mango demo``: flow fusion vs each single modality on built-in synthetic RGB-D scenes.
+
+Trains three models with identical encoders, decoder and schedule — MANGO fusion of RGB and
+depth, RGB only, depth only — on procedurally generated scenes whose classes need both colour
+and depth, evaluates them on held-out test scenes (never used for any choice), and writes
+``metrics.json`` and ``report.html`` with figures. Everything is offline and runs on a CPU.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mango.io import atomic_write_json
+from mango.train.run import build_config, evaluate, load_trained, train
+
+#: the demo's fusion model; the single-modality models change only model.modalities/fusion
+DEMO_CONFIG: dict[str, Any] = {
+    "task": "synthetic",
+    "data": {"size": 64, "train_scenes": 4000, "val_scenes": 100, "test_scenes": 300},
+    "model": {"encoder": "conv-small", "fuse_stages": [2], "dim": 32, "head_dim": 64},
+    "flow": {"blocks": 4, "coupling_hidden": 64},
+    "loss": {"nll_weight": 0.1},
+    "optim": {"lr": 2e-3, "head_lr_mult": 1.0, "warmup_steps": 20, "schedule": "cosine"},
+    "trainer": {"max_steps": 600, "batch_size": 16, "steps_per_checkpoint": 100, "log_every": 10,
+                "accelerator": "cpu"},
+}
+QUICK_OVERRIDES = ["trainer.max_steps=150", "trainer.steps_per_checkpoint=50", "data.test_scenes=100",
+                   "data.size=48"]
+MODELS = {
+    "fusion": ["model.fusion=mango", "model.modalities=[rgb, depth]"],
+    "rgb_only": ["model.fusion=single", "model.modalities=[rgb]"],
+    "depth_only": ["model.fusion=single", "model.modalities=[depth]"],
+}
+
+
+def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> str:
+    """Train, evaluate and report; returns a one-paragraph summary."""
+    out = Path(out)
+    runs = out / "runs"
+    started = time.perf_counter()
+    metrics: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    for name, overrides in MODELS.items():
+        task, cfg = build_config(DEMO_CONFIG, "demo config", (QUICK_OVERRIDES if quick else []) + overrides)
+        run_dir = runs / name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # the demo's own previous run: it is retrained from scratch
+        t0 = time.perf_counter()
+        if progress:
+            print(f"[demo] training {name} ({cfg.trainer.max_steps} steps)", flush=True)
+        result = train(task, cfg, run_dir, progress=progress)
+        seconds[name] = time.perf_counter() - t0
+        scores = evaluate(result.checkpoint, split="test", progress=progress)
+        keep = ("miou", "pixel_acc", "mean_acc", "per_class_iou", "bits_per_dim")
+        metrics[name] = {k: scores[k] for k in keep if k in scores}
+    atomic_write_json(out / "metrics.json", metrics)
+    report = _write_report(out, metrics, seconds, quick)
+    best_single = max(metrics["rgb_only"]["miou"], metrics["depth_only"]["miou"])
+    total = time.perf_counter() - started
+    return (
+        f"test mIoU: fusion {metrics['fusion']['miou']:.1f}, rgb only {metrics['rgb_only']['miou']:.1f}, "
+        f"depth only {metrics['depth_only']['miou']:.1f} (fusion {metrics['fusion']['miou'] - best_single:+.1f} "
+        f"over the better single modality); {total / 60:.1f} min. Report: {report}"
+    )
+
+
+def _write_report(out: Path, metrics: dict[str, dict[str, Any]], seconds: dict[str, float], quick: bool) -> Path:
+    from mango.report import (
+        Section,
+        read_lightning_csv,
+        save_attention_maps,
+        save_learning_curves,
+        save_prediction_grid,
+        write_report,
+    )
+
+    runs = out / "runs"
+    models = {name: load_trained(runs / name / "checkpoints" / "last.ckpt") for name in MODELS}
+    task, cfg, fusion_model = models["fusion"]
+    class_names = task.class_names(cfg)
+    test = task.dataset(cfg, "test")
+    shown = [test[i] for i in range(4)]
+    rows = []
+    with torch.no_grad():
+        for sample in shown:
+            batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor)}
+            predictions = {
+                name: model(batch).logits.argmax(1)[0].numpy() for name, (_, _, model) in models.items()
+            }
+            rows.append({
+                "rgb": task.display_rgb(sample["rgb"]) / 255.0,
+                "depth": sample["depth"][0].numpy(),
+                "target": sample["mask"].numpy(),
+                "predictions": predictions,
+            })
+    figures = out / "figures"
+    grid_png = save_prediction_grid(figures / "predictions.png", rows, class_names)
+
+    curves = {}
+    for name in MODELS:
+        log = read_lightning_csv(runs / name / "logs" / "metrics.csv")
+        curves[name] = {k: v for k, v in log.items() if k in ("train/task_loss", "val/miou")}
+    curves_png = save_learning_curves(figures / "learning_curves.png", curves)
+
+    attention_pngs, roundtrip = _attention_figures(fusion_model, shown[0], task, cfg, figures, save_attention_maps)
+
+    table = [
+        {"model": name, "test mIoU (%)": m["miou"], "pixel acc (%)": m["pixel_acc"],
+         "mean acc (%)": m["mean_acc"], "bits/dim": m.get("bits_per_dim", float("nan")),
+         "train time (s)": seconds[name]}
+        for name, m in metrics.items()
+    ]
+    best_single = max(metrics["rgb_only"]["miou"], metrics["depth_only"]["miou"])
+    sections = [
+        Section(
+            "Result",
+            "Three models with the same encoders, decoder, schedule and number of steps, evaluated on "
+            f"{len(test)} held-out test scenes that played no part in training or model choice. "
+            f"MANGO flow fusion reaches {metrics['fusion']['miou']:.1f}% mIoU, "
+            f"{metrics['fusion']['miou'] - best_single:+.1f} points over the better single modality. "
+            "The scenes are built so that two object classes share a colour and differ only in depth "
+            "shape (dome vs pit), and two share a shape and differ only in colour: a single modality "
+            "cannot tell them apart." + (" (Quick run: fewer steps and smaller scenes.)" if quick else ""),
+            table=table,
+        ),
+        Section(
+            "Predictions on test scenes",
+            "Columns: RGB input, depth input, ground truth, then each model's prediction.",
+            images=[(grid_png.relative_to(out).as_posix(), "Test scenes and predictions")],
+        ),
+        Section(
+            "Learning curves",
+            "Training task loss and validation mIoU (validation scenes, disjoint from the test scenes).",
+            images=[(curves_png.relative_to(out).as_posix(), "Learning curves")],
+        ),
+        Section(
+            "What drives the fusion: ICA attention",
+            "In an MMCA layer the RGB tokens (X1) compute the attention that mixes the depth tokens (X2): "
+            "for a chosen output token (outlined on the RGB image), the heatmap shows which depth tokens "
+            "it gathers, chosen from RGB content. Row i may only attend to tokens j >= i (raster order), "
+            f"which makes the layer triangular and exactly invertible. {roundtrip}",
+            images=[(p.relative_to(out).as_posix(), p.stem.replace("_", " ")) for p in attention_pngs],
+        ),
+    ]
+    return write_report(out, "MANGO demo: flow fusion on synthetic RGB-D scenes", sections)
+
+
+def _attention_figures(model, sample, task, cfg, figures: Path, save_attention_maps) -> tuple[list[Path], str]:
+    stage = cfg.model.fuse_stages[0]
+    batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor)}
+    flow = model.stages[stage].fusion.flow
+    grid = model.stages[stage].grid
+    with torch.no_grad():
+        tokens = model.flow_tokens(batch, stage)
+        z, _ = flow(tokens)
+        back, _ = flow.inverse(z)
+        maps = flow.attention_maps(tokens)
+    error = float((back - tokens).norm() / tokens.norm())
+    rgb = task.display_rgb(sample["rgb"]) / 255.0
+    depth = sample["depth"][0].numpy()
+    queries = _query_tokens(sample["mask"].numpy(), grid)
+    paths = []
+    for m in maps:
+        if m.partition == "mmca" and m.variant == 1 and m.block in (0, len(flow) - 1):
+            gate = _gate(flow, m)
+            paths.append(save_attention_maps(
+                figures / f"attention_block{m.block + 1}_mmca1.png", rgb, depth,
+                m.probabilities[0].numpy(), grid, queries,
+                f"Block {m.block + 1}, MMCA v1: RGB tokens choose which depth tokens mix (gate α = {gate:.2f})",
+            ))
+    note = (f"The trained flow maps these tokens to its latent and back with relative error {error:.1e} "
+            "(float32).")
+    return paths, note
+
+
+def _gate(flow, attention_map) -> float:
+    block = flow.layers[attention_map.block]
+    for layer in block:
+        if getattr(layer, "partition", None) == attention_map.partition and layer.variant == attention_map.variant:
+            return float(torch.sigmoid(layer.gate)) if layer.gate is not None else float("nan")
+    return float("nan")
+
+
+def _query_tokens(mask: np.ndarray, grid: tuple[int, int]) -> list[int]:
+    """Up to three token indices that sit on objects (not background), early in raster order."""
+    h, w = grid
+    cells = mask.reshape(h, mask.shape[0] // h, w, mask.shape[1] // w).transpose(0, 2, 1, 3).reshape(h * w, -1)
+    on_object = [i for i in range(h * w) if (cells[i] > 0).mean() > 0.5]
+    chosen = on_object[: len(on_object) // 2: max(1, len(on_object) // 6)][:3]
+    return chosen or [0, (h * w) // 3, (h * w) // 2]
