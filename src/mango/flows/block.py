@@ -11,6 +11,7 @@ from torch import Tensor
 
 from mango.flows.actnorm import ActNorm
 from mango.flows.attention import InvertibleCrossAttention, ica_layers
+from mango.flows.backprop import invertible_backprop
 from mango.flows.base import FlowLayer, SequentialFlow, check_tokens
 from mango.flows.coupling import AffineCoupling
 from mango.flows.partitions import PARTITIONS, validate_tokens
@@ -77,7 +78,9 @@ class MangoFlow(SequentialFlow):
         \\text{bits/dim} = -\\log p(x) / (L D \\ln 2), \\qquad x = f^{-1}(z),\\ z \\sim \\mathcal N(0, I).
 
     ``tokens = (L_1, ..., L_M)``: the input concatenates the modalities' tokens in that order.
-    Consecutive blocks alternate which channel half their coupling transforms.
+    Consecutive blocks alternate which channel half their coupling transforms. With
+    ``memory_saving=True`` training stores no intermediate activations: each block's input is
+    rebuilt from its output by the inverse during backward (:mod:`mango.flows.backprop`).
 
     Example:
         >>> flow = MangoFlow(dim=8, tokens=(6, 4), blocks=2)
@@ -97,6 +100,7 @@ class MangoFlow(SequentialFlow):
         partitions: Sequence[str] = PARTITIONS,
         attention: str = "gated",
         coupling_hidden: int = 64,
+        memory_saving: bool = False,
     ) -> None:
         if blocks < 1:
             raise ValueError(f"blocks must be >= 1, got {blocks}")
@@ -108,6 +112,23 @@ class MangoFlow(SequentialFlow):
         self.tokens = tokens
         self.dim = dim
         self.length = sum(tokens)
+        self.memory_saving = memory_saving
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        needs_graph = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        if self.memory_saving and needs_graph:
+            if self.training:  # data-dependent ActNorm init must not happen inside the no-grad pass
+                with torch.no_grad():
+                    self._initialize_actnorms(x)
+            return invertible_backprop(x, list(self.layers))
+        return super()._forward(x)
+
+    def _initialize_actnorms(self, x: Tensor) -> None:
+        if all(bool(m.initialized) for m in self.modules() if isinstance(m, ActNorm)):
+            return
+        super()._forward(x)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density ``log p(x)`` per sample, shape (B,)."""
