@@ -1,0 +1,1 @@
+"""Multi-label classification: the MM-IMDb movie genre task (poster + plot)."""

@@ -1,0 +1,470 @@
+"""MM-IMDb readers for both on-disk formats of ``DATA.md``.
+
+**HDF5 release** (``ROOT/multimodal_imdb.hdf5`` + ``ROOT/metadata.npy``), as written by the
+dataset's ``make_dataset.py``:
+
+- ``images`` (N, 3, H, W) int32: Caffe/VGG input, BGR minus the mean (103.939, 116.779, 123.68);
+  decoded as ``rgb = (images[::-1] + mean[::-1]) / 255`` clipped to [0, 1];
+- ``sequences`` (N,) variable-length int32 word ids; the text is the words
+  ``metadata.npy['ix_to_word'][id]`` joined by single spaces (the plot was lower-cased and
+  tokenised by the release script);
+- ``genres`` (N, 23) int 0/1 with ``attrs['target_names']`` (a JSON list; columns are reordered
+  to :data:`GENRES` by name), ``imdb_ids`` (N,) ``S7``;
+- split rows from the Fuel ``attrs['split']`` array when present, else the published ranges
+  [0, 15552) train, [15552, 18160) dev, [18160, 25959) test.
+
+**Raw release** (``ROOT/dataset/<id>.json``, ``ROOT/dataset/<id>.jpeg``, ``ROOT/split.json``):
+the text is the longest entry of the json ``plot`` list (the first one on ties, as the release
+script does), the labels are the json ``genres`` that belong to the standard 23.
+
+Both give the same sample: ``{"image": float32 (3, S, S) ImageNet-normalised RGB, "text": str,
+"labels": float32 (23,) multi-hot in GENRES order, "id": str}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mango.errors import DataError
+from mango.models.encoders.mobilenet import IMAGENET_MEAN, IMAGENET_STD
+from mango.tasks.classification.genres import GENRES, SPLIT_SIZES, canonical_split
+
+HDF5_FILE = "multimodal_imdb.hdf5"
+METADATA_FILE = "metadata.npy"
+RAW_FOLDER = "dataset"
+SPLIT_FILE = "split.json"
+#: Per-channel mean subtracted from the BGR pixels of the HDF5 ``images`` (Caffe VGG).
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+Format = Literal["hdf5", "raw"]
+_GENRE_INDEX = {name: i for i, name in enumerate(GENRES)}
+
+
+class MMIMDbFileError(DataError):
+    """A problem with one file (``where``), described by ``problem``; message ``"<where>: <problem>"``."""
+
+    def __init__(self, where: str | os.PathLike[str], problem: str) -> None:
+        self.where = str(where)
+        self.problem = problem
+        super().__init__(f"{where}: {problem}")
+
+
+def _strict_size_message(split: str, count: int) -> str:
+    return (
+        f"split {split!r} has {count} movies, expected {SPLIT_SIZES[split]} "
+        f"(pass strict_sizes=False / --set data.strict_sizes=false for subsets)"
+    )
+
+
+def detect_format(root: str | os.PathLike[str]) -> Format:
+    """``"hdf5"`` when ``root/multimodal_imdb.hdf5`` exists, ``"raw"`` for ``root/dataset`` or
+    ``root/split.json``; otherwise :class:`DataError`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MMIMDbFileError(root, "MM-IMDb data folder does not exist")
+    if (root / HDF5_FILE).is_file():
+        return "hdf5"
+    if (root / RAW_FOLDER).is_dir() or (root / SPLIT_FILE).is_file():
+        return "raw"
+    raise MMIMDbFileError(
+        root, f"no MM-IMDb data: expected {HDF5_FILE} + {METADATA_FILE}, "
+        f"or {RAW_FOLDER}/<id>.json + {SPLIT_FILE}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# pixels and labels
+
+
+def decode_caffe_image(array: np.ndarray) -> Tensor:
+    """HDF5 ``images`` row (3, H, W), BGR minus :data:`CAFFE_BGR_MEAN` -> float32 RGB in [0, 1].
+
+    Example:
+        >>> bgr = np.array([10 - 103.939, 20 - 116.779, 30 - 123.68]).reshape(3, 1, 1)
+        >>> (decode_caffe_image(bgr.round()) * 255).round().flatten().tolist()
+        [30.0, 20.0, 10.0]
+    """
+    mean = np.asarray(CAFFE_BGR_MEAN, dtype=np.float64).reshape(3, 1, 1)
+    bgr = np.asarray(array, dtype=np.float64) + mean
+    rgb = np.clip(bgr[::-1] / 255.0, 0.0, 1.0).astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(rgb))
+
+
+def to_network_input(rgb: Tensor, size: int) -> Tensor:
+    """(3, H, W) RGB in [0, 1] -> (3, size, size), bilinear (antialiased), ImageNet-normalised."""
+    if rgb.shape[-2:] != (size, size):
+        rgb = F.interpolate(rgb[None], size=(size, size), mode="bilinear", align_corners=False,
+                            antialias=True)[0].clamp_(0.0, 1.0)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=rgb.dtype).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=rgb.dtype).view(3, 1, 1)
+    return (rgb - mean) / std
+
+
+def genre_vector(genres: Sequence[str]) -> np.ndarray:
+    """Raw genre names -> float32 (23,) multi-hot over :data:`GENRES`; other names are dropped.
+
+    Example:
+        >>> v = genre_vector(["Comedy", "Talk-Show", "Film-Noir"])
+        >>> v.nonzero()[0].tolist(), v.dtype.name
+        ([1, 22], 'float32')
+    """
+    vector = np.zeros(len(GENRES), dtype=np.float32)
+    for name in genres:
+        index = _GENRE_INDEX.get(name)
+        if index is not None:
+            vector[index] = 1.0
+    return vector
+
+
+# ---------------------------------------------------------------------------------------------
+# HDF5 release
+
+
+class Hdf5Index:
+    """The validated structure of an HDF5 release (everything but images and sequences).
+
+    Attributes:
+        path: the HDF5 file.
+        rows: number of movies N.
+        ranges: canonical split -> (start, stop) rows.
+        ids: (N,) imdb ids as str.
+        labels: (N, 23) float32 multi-hot in :data:`GENRES` order.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            file = h5py.File(path, "r")
+        except OSError as exc:
+            raise MMIMDbFileError(path, f"cannot be opened as HDF5 ({exc})") from exc
+        with file:
+            for key in ("images", "sequences", "genres", "imdb_ids"):
+                if key not in file or not isinstance(file[key], h5py.Dataset):
+                    raise MMIMDbFileError(path, f"missing dataset key {key!r}")
+            images, sequences, genres, ids = (
+                file["images"], file["sequences"], file["genres"], file["imdb_ids"])
+            self.rows = int(genres.shape[0]) if genres.ndim else 0
+            self._check_images(images)
+            self._check_sequences(sequences)
+            self.labels = self._read_genres(genres)
+            self.ids = self._read_ids(ids)
+            self.ranges = self._read_ranges(file)
+            self.image_shape = tuple(int(s) for s in images.shape[1:])
+
+    def _fail(self, problem: str) -> MMIMDbFileError:
+        return MMIMDbFileError(self.path, problem)
+
+    def _check_rows(self, key: str, dataset: h5py.Dataset) -> None:
+        if dataset.shape[:1] != (self.rows,):
+            raise self._fail(f"key {key!r} has shape {dataset.shape}, expected {self.rows} rows "
+                             f"like 'genres'")
+
+    def _check_images(self, images: h5py.Dataset) -> None:
+        if images.dtype.kind not in "iu":
+            raise self._fail(f"key 'images' has dtype {images.dtype}, expected int32 "
+                             f"(Caffe BGR minus mean)")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise self._fail(f"key 'images' has shape {images.shape}, expected (N, 3, H, W)")
+        self._check_rows("images", images)
+
+    def _check_sequences(self, sequences: h5py.Dataset) -> None:
+        base = h5py.check_vlen_dtype(sequences.dtype)
+        if base is None or base.kind not in "iu":
+            raise self._fail(f"key 'sequences' has dtype {sequences.dtype}, expected "
+                             f"variable-length int32 word ids")
+        self._check_rows("sequences", sequences)
+
+    def _read_genres(self, genres: h5py.Dataset) -> np.ndarray:
+        if genres.dtype.kind not in "iub":
+            raise self._fail(f"key 'genres' has dtype {genres.dtype}, expected int32 0/1")
+        if genres.ndim != 2 or genres.shape[1] != len(GENRES):
+            raise self._fail(f"key 'genres' has shape {genres.shape}, expected (N, {len(GENRES)})")
+        values = genres[()]
+        bad = ~np.isin(values, (0, 1))
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise self._fail(f"key 'genres' row {row} holds {values[bad][0]}, expected 0 or 1")
+        order = self._genre_columns(genres)
+        return values[:, order].astype(np.float32)
+
+    def _genre_columns(self, genres: h5py.Dataset) -> np.ndarray:
+        """File column of each name in :data:`GENRES` (from ``attrs['target_names']``)."""
+        names = genres.attrs.get("target_names")
+        if names is None:
+            return np.arange(len(GENRES))
+        if isinstance(names, bytes):
+            names = names.decode()
+        try:
+            listed = json.loads(names) if isinstance(names, str) else [
+                n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(names)]
+        except json.JSONDecodeError as exc:
+            raise self._fail("attribute genres.target_names is not a JSON list of names") from exc
+        if sorted(map(str, listed)) != sorted(GENRES):
+            unknown = sorted(set(map(str, listed)) ^ set(GENRES))
+            raise self._fail(f"attribute genres.target_names differs from the standard 23 genres "
+                             f"(mismatch: {', '.join(unknown[:4])})")
+        return np.array([listed.index(name) for name in GENRES])
+
+    def _read_ids(self, ids: h5py.Dataset) -> list[str]:
+        if ids.dtype.kind != "S" and h5py.check_string_dtype(ids.dtype) is None:
+            raise self._fail(f"key 'imdb_ids' has dtype {ids.dtype}, expected S7 strings")
+        self._check_rows("imdb_ids", ids)
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in ids[()]]
+
+    def _read_ranges(self, file: h5py.File) -> dict[str, tuple[int, int]]:
+        """Split rows from the Fuel ``split`` attribute, else the published row ranges."""
+        ranges: dict[str, tuple[int, int]] = {}
+        if "split" in file.attrs:
+            table = file.attrs["split"]
+            try:
+                rows = zip(table["split"], table["source"], table["start"], table["stop"],
+                           strict=True)
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise self._fail("attribute 'split' is not a Fuel split table "
+                                 "(fields split, source, start, stop)") from exc
+            for name, source, start, stop in rows:
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                source = source.decode() if isinstance(source, bytes) else str(source)
+                if source == "genres" and name in SPLIT_SIZES:
+                    ranges[name] = (int(start), int(stop))
+            missing = [s for s in SPLIT_SIZES if s not in ranges]
+            if missing:
+                raise self._fail(f"attribute 'split' has no {missing[0]!r} rows for 'genres'")
+        else:
+            start = 0
+            for name, size in SPLIT_SIZES.items():
+                ranges[name] = (min(start, self.rows), min(start + size, self.rows))
+                start += size
+        for name, (start, stop) in ranges.items():
+            if not 0 <= start <= stop <= self.rows:
+                raise self._fail(f"split {name!r} rows [{start}, {stop}) outside the "
+                                 f"{self.rows} rows of the file")
+        return ranges
+
+
+def load_vocabulary(path: Path) -> np.ndarray:
+    """``metadata.npy['ix_to_word']`` as an object array indexed by word id (None for gaps)."""
+    if not path.is_file():
+        raise MMIMDbFileError(path, "file not found (the vocabulary of the HDF5 'sequences')")
+    try:
+        metadata = np.load(path, allow_pickle=True)
+        metadata = metadata.item() if metadata.dtype == object and metadata.ndim == 0 else metadata
+    except (OSError, ValueError, EOFError) as exc:
+        raise MMIMDbFileError(path, f"cannot be read with numpy.load ({exc})") from exc
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("ix_to_word"), dict):
+        raise MMIMDbFileError(path, "expected a dict with key 'ix_to_word' (id -> word)")
+    ix_to_word: dict[Any, Any] = metadata["ix_to_word"]
+    try:
+        ids = [int(i) for i in ix_to_word]
+    except (TypeError, ValueError) as exc:
+        raise MMIMDbFileError(path, "'ix_to_word' keys must be integer word ids") from exc
+    if not ids or min(ids) < 0:
+        raise MMIMDbFileError(path, "'ix_to_word' is empty or has negative ids")
+    vocabulary = np.full(max(ids) + 1, None, dtype=object)
+    for i, word in ix_to_word.items():
+        vocabulary[int(i)] = str(word)
+    return vocabulary
+
+
+def decode_sequence(ids: np.ndarray, vocabulary: np.ndarray, where: str) -> str:
+    """Word ids -> the words joined by spaces; unknown ids or an empty sequence raise."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        raise MMIMDbFileError(where, "empty plot (no word ids)")
+    bad = (ids < 0) | (ids >= len(vocabulary))
+    words = vocabulary[np.where(bad, 0, ids)]
+    bad |= np.equal(words, None)
+    if bad.any():
+        raise MMIMDbFileError(where, f"word id {ids[bad][0]} is not in {METADATA_FILE} ix_to_word")
+    return " ".join(words.tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# raw release
+
+
+def read_split_file(path: Path) -> dict[str, list[str]]:
+    """``split.json`` -> canonical split -> list of imdb ids (validated, no duplicates)."""
+    if not path.is_file():
+        raise MMIMDbFileError(path, "file not found")
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MMIMDbFileError(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(table, dict):
+        raise MMIMDbFileError(path, 'expected an object {"train": [...], "dev": [...], "test": [...]}')
+    splits: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for split in SPLIT_SIZES:
+        ids = table.get(split)
+        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+            raise MMIMDbFileError(path, f"key {split!r} must be a list of imdb id strings")
+        for movie in ids:
+            if movie in seen:
+                raise MMIMDbFileError(path, f"imdb id {movie!r} appears twice ({seen[movie]} and "
+                                      f"{split})")
+            seen[movie] = split
+        splits[split] = ids
+    return splits
+
+
+def read_movie_json(path: Path) -> tuple[str, list[str]]:
+    """One raw json -> (longest plot, raw genre names)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise MMIMDbFileError(path, "file not found") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MMIMDbFileError(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise MMIMDbFileError(path, "expected a JSON object with keys 'plot' and 'genres'")
+    plots, genres = data.get("plot"), data.get("genres")
+    if not isinstance(plots, list) or not all(isinstance(p, str) for p in plots):
+        raise MMIMDbFileError(path, "key 'plot' must be a list of strings")
+    if not isinstance(genres, list) or not all(isinstance(g, str) for g in genres):
+        raise MMIMDbFileError(path, "key 'genres' must be a list of strings")
+    if not plots:
+        raise MMIMDbFileError(path, "empty plot (key 'plot' is an empty list)")
+    longest = plots[int(np.argmax([len(p) for p in plots]))]
+    if not longest.strip():
+        raise MMIMDbFileError(path, "empty plot (the longest plot is blank)")
+    return longest, genres
+
+
+def read_poster(path: Path) -> Tensor:
+    """A poster jpeg -> float32 RGB (3, H, W) in [0, 1]."""
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except FileNotFoundError as exc:
+        raise MMIMDbFileError(path, "poster not found") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise MMIMDbFileError(path, f"poster cannot be decoded as an image ({exc})") from exc
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset
+
+
+class MMIMDbDataset(Dataset[dict[str, Any]]):
+    """One split of MM-IMDb from either release format (detected from the files under ``root``).
+
+    Args:
+        root: the data folder.
+        split: ``train``, ``dev`` (or ``val``) or ``test``.
+        image_size: posters are resized (aspect not kept) to ``image_size x image_size``.
+        strict_sizes: require the published split size (:data:`SPLIT_SIZES`); turn off for subsets.
+
+    Items: ``{"image": (3, S, S) float32, "text": str, "labels": (23,) float32, "id": str}``.
+    Every bad input raises :class:`~mango.errors.DataError` naming the file.
+
+    Example:
+        >>> import tempfile
+        >>> from mango.tasks.classification.fixtures import write_mmimdb_raw_fixture
+        >>> root = write_mmimdb_raw_fixture(tempfile.mkdtemp())
+        >>> data = MMIMDbDataset(root, "val", image_size=32, strict_sizes=False)
+        >>> data.format, len(data), tuple(data[0]["image"].shape), tuple(data[0]["labels"].shape)
+        ('raw', 3, (3, 32, 32), (23,))
+    """
+
+    def __init__(self, root: str | os.PathLike[str], split: str, image_size: int = 224,
+                 strict_sizes: bool = True) -> None:
+        if image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        self.root = Path(root)
+        self.split = canonical_split(split)
+        self.image_size = image_size
+        self.format: Format = detect_format(self.root)
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        if self.format == "hdf5":
+            self._init_hdf5()
+        else:
+            self._init_raw()
+        if strict_sizes and len(self.ids) != SPLIT_SIZES[self.split]:
+            raise MMIMDbFileError(self.source, _strict_size_message(self.split, len(self.ids)))
+
+    def _init_hdf5(self) -> None:
+        self.source = self.root / HDF5_FILE
+        index = Hdf5Index(self.source)
+        self.vocabulary = load_vocabulary(self.root / METADATA_FILE)
+        start, stop = index.ranges[self.split]
+        self._rows = np.arange(start, stop)
+        self.ids: list[str] = index.ids[start:stop]
+        self._labels: np.ndarray | None = index.labels[start:stop]
+
+    def _init_raw(self) -> None:
+        self.source = self.root / SPLIT_FILE
+        self.ids = read_split_file(self.source)[self.split]
+        folder = self.root / RAW_FOLDER
+        for movie in self.ids:
+            for path in (folder / f"{movie}.json", folder / f"{movie}.jpeg"):
+                if not path.is_file():
+                    kind = "poster" if path.suffix == ".jpeg" else "movie json"
+                    raise MMIMDbFileError(path, f"{kind} not found (listed in {SPLIT_FILE})")
+        self._labels = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"] = None, None  # h5py handles do not pickle
+        return state
+
+    def _hdf5(self) -> h5py.File:
+        """The open HDF5 file of this process (re-opened after a DataLoader worker fork)."""
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.source, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        """Close the HDF5 file (it is re-opened on the next access)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file, self._pid = None, None
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self.ids):
+            raise IndexError(f"index {index} out of range for {len(self.ids)} movies")
+        movie = self.ids[index]
+        if self.format == "hdf5":
+            row = int(self._rows[index])
+            file = self._hdf5()
+            where = f"{self.source} row {row} (imdb id {movie})"
+            text = decode_sequence(file["sequences"][row], self.vocabulary, where)
+            rgb = decode_caffe_image(file["images"][row])
+            labels = self.label_matrix()[index]
+        else:
+            folder = self.root / RAW_FOLDER
+            text, genres = read_movie_json(folder / f"{movie}.json")
+            rgb = read_poster(folder / f"{movie}.jpeg")
+            labels = genre_vector(genres)
+        return {
+            "image": to_network_input(rgb, self.image_size),
+            "text": text,
+            "labels": torch.from_numpy(np.array(labels, dtype=np.float32)),
+            "id": movie,
+        }
+
+    def label_matrix(self) -> np.ndarray:
+        """(len, 23) float32 multi-hot labels of the split (reads every json once for raw data)."""
+        if self._labels is None:
+            folder = self.root / RAW_FOLDER
+            rows = [genre_vector(read_movie_json(folder / f"{m}.json")[1]) for m in self.ids]
+            self._labels = np.stack(rows) if rows else np.zeros((0, len(GENRES)), np.float32)
+        return self._labels
