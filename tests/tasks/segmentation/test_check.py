@@ -29,7 +29,7 @@ def test_clean_fixture(
     assert report.counts == counts
     # fixture sizes differ from the published split sizes: warnings, not errors
     assert report.warnings == [
-        f"{root / (split + '.txt')}: {n} samples, the published {split} split has {published[split]}"
+        f"{root / f'{split}.txt'}: {n} samples, the published {split} split has {published[split]}"
         for split, n in counts.items()
     ]
     assert f"{layout} at {root}" in report.summary()

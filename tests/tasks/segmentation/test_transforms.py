@@ -139,7 +139,8 @@ def test_eval_transform() -> None:
         "mask": torch.tensor([[1, 2], [3, 255]]),
     }
     kept = EvalTransform(None)(sample)
-    assert torch.allclose(kept["rgb"], (0.5 - MEAN) / STD) and torch.equal(kept["mask"], sample["mask"])
+    assert torch.allclose(kept["rgb"], (0.5 - MEAN) / STD)
+    assert torch.equal(kept["mask"], sample["mask"])
     out = EvalTransform(4)(sample)
     blocks = torch.tensor([[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 255, 255], [3, 3, 255, 255]])
     assert torch.equal(out["mask"], blocks)
@@ -148,3 +149,15 @@ def test_eval_transform() -> None:
     wide = EvalTransform((2, 6), resize_mask=False)(sample)
     assert wide["rgb"].shape == (3, 2, 6) and wide["depth"].shape == (1, 2, 6)
     assert torch.equal(wide["mask"], sample["mask"])
+
+
+def test_padding_stays_black_under_jitter() -> None:
+    sample = coded_sample(6, 8)
+    transform = TrainTransform((10, 12), scale_range=(1.0, 1.0), flip=False, color_jitter=0.5)
+    for seed in range(5):
+        out = transform(sample, torch.Generator().manual_seed(seed))
+        rgb = out["rgb"] * STD + MEAN
+        assert torch.allclose(rgb[:, 6:], torch.zeros(3, 4, 12), atol=1e-6)
+        assert torch.allclose(rgb[:, :, 8:], torch.zeros(3, 10, 4), atol=1e-6)
+        assert bool((out["mask"][6:] == 255).all()) and bool((out["mask"][:6, :8] >= OFFSET).all())
+        assert not torch.allclose(rgb[:, :6, :8], sample["rgb"], atol=1e-3)  # jittered

@@ -76,15 +76,17 @@ class TrainTransform:
 
     1. scale ``s ~ U(scale_range)``; resize to ``(round(s H), round(s W))`` (rgb bilinear,
        depth and mask nearest-exact);
-    2. colour jitter on rgb only, factors ``b, c, t ~ U(1 - j, 1 + j)`` applied in this order,
-       each followed by clamping to [0, 1]: brightness ``x b``; contrast
-       ``(x - m) c + m`` with ``m`` the mean grey level; saturation ``(x - g) t + g`` with
-       ``g`` the per-pixel grey (0.299 R + 0.587 G + 0.114 B);
-    3. pad bottom/right up to at least (h, w): rgb and depth with 0, mask with 255 (ignored);
-    4. crop (h, w) at a uniformly random offset;
-    5. flip horizontally with probability ½ when ``flip``;
-    6. ``rgb = (rgb - mean) / std`` with the ImageNet mean and std.
+    2. pad bottom/right up to at least (h, w): rgb and depth with 0, mask with 255 (ignored),
+       and crop (h, w) at a uniformly random offset of the padded image;
+    3. colour jitter on the rgb pixels that came from the image (not the padding), factors
+       ``b, c, t ~ U(1 - j, 1 + j)`` applied in this order, each followed by clamping to
+       [0, 1]: brightness ``x b``; contrast ``(x - m) c + m`` with ``m`` the mean grey level;
+       saturation ``(x - g) t + g`` with ``g`` the per-pixel grey (0.299 R + 0.587 G + 0.114 B);
+    4. flip horizontally with probability ½ when ``flip``;
+    5. ``rgb = (rgb - mean) / std`` with the ImageNet mean and std.
 
+    Since padding only adds rows and columns at the bottom/right, step 2 is computed as "crop
+    the part of the window inside the image, jitter it, then pad": the same result, cheaper.
     Random numbers come from ``generator`` when given (reproducible), else from torch's global
     generator.
 
@@ -119,11 +121,10 @@ class TrainTransform:
         height, width = sample["rgb"].shape[-2:]
         scale = _uniform(*self.scale_range, generator)
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        out = resize_sample(sample, size)
+        out = self._crop(resize_sample(sample, size), generator)
         if self.color_jitter > 0:
             out["rgb"] = self.jitter(out["rgb"], generator)
         out = self._pad(out)
-        out = self._crop(out, generator)
         if self.flip and float(torch.rand((), generator=generator)) < 0.5:
             for key in ("rgb", "depth", "mask"):
                 if key in out:
@@ -154,10 +155,11 @@ class TrainTransform:
         return out
 
     def _crop(self, sample: Sample, generator: torch.Generator | None) -> Sample:
+        """The part inside the image of a random (h, w) window of the padded image."""
         height, width = sample["rgb"].shape[-2:]
         crop_h, crop_w = self.crop_size
-        top = int(torch.randint(0, height - crop_h + 1, (), generator=generator))
-        left = int(torch.randint(0, width - crop_w + 1, (), generator=generator))
+        top = int(torch.randint(0, max(height, crop_h) - crop_h + 1, (), generator=generator))
+        left = int(torch.randint(0, max(width, crop_w) - crop_w + 1, (), generator=generator))
         out = dict(sample)
         for key in ("rgb", "depth", "mask"):
             if key in out:
