@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mango.flows.base import FlowLayer
-from mango.flows.fused import fused_available, upper_attention
+from mango.flows.fused import causal_attention, fused_available
 from mango.flows.partitions import num_variants, partition_indices, validate_tokens
 from mango.flows.token_mixing import LUTokenMixing
 
@@ -86,6 +86,12 @@ class InvertibleCrossAttention(FlowLayer):
         idx1, idx2 = partition_indices(self.tokens, partition, variant)
         self.register_buffer("idx1", idx1, persistent=False)
         self.register_buffer("idx2", idx2, persistent=False)
+        self.register_buffer("idx1_reversed", idx1.flip(0), persistent=False)
+        self.register_buffer("idx2_reversed", idx2.flip(0), persistent=False)
+        self.register_buffer("merge_index", torch.argsort(torch.cat([idx1, idx2])), persistent=False)
+        self.register_buffer(
+            "merge_reversed", torch.argsort(torch.cat([idx1.flip(0), idx2.flip(0)])), persistent=False
+        )
         self.l1, self.l2 = len(idx1), len(idx2)
         self.mixing = LUTokenMixing(self.length) if partition == "lica" else None
         key_dim = key_dim or dim
@@ -138,10 +144,14 @@ class InvertibleCrossAttention(FlowLayer):
         return s.masked_fill(self.mask, -math.inf)
 
     def _apply_fused(self, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
-        """``(A X2, log diag A)`` without forming ``A`` (see :mod:`mango.flows.fused`)."""
+        """``(A X2, log diag A)`` without forming ``A`` (see :mod:`mango.flows.fused`).
+
+        ``x1`` and ``x2`` arrive in **reversed** token order, where the mask ``j >= i`` is the
+        causal mask the kernel implements; reversing commutes with the interpolation of ``x1``.
+        """
         q, k = self._queries_keys(x1)
         scale = 1.0 / self.temperature.to(x1.dtype)
-        attended, lse = upper_attention(q, k, x2, scale)
+        attended, lse = causal_attention(q, k, x2, scale)
         log_p_diag = (q * k).sum(-1) * scale - lse
         log_c0, log_c1 = (c.to(x1.dtype) for c in self.log_coefficients())
         y2 = log_c0.exp() * x2 + log_c1.exp() * attended
@@ -171,24 +181,22 @@ class InvertibleCrossAttention(FlowLayer):
         a, _, p = self._attention(x[:, self.idx1])
         return (a, p) if with_probabilities else a
 
-    def _merge(self, y1: Tensor, y2: Tensor) -> Tensor:
-        out = torch.empty(
-            y1.shape[0], self.length, y1.shape[2], dtype=y1.dtype, device=y1.device
-        )
-        out[:, self.idx1] = y1
-        out[:, self.idx2] = y2
-        return out
+    def _merge(self, y1: Tensor, y2: Tensor, reversed_order: bool = False) -> Tensor:
+        """Put X1 and X2 tokens back in place: one gather by the inverse partition permutation."""
+        inverse = self.merge_reversed if reversed_order else self.merge_index
+        return torch.cat([y1, y2], dim=1)[:, inverse]
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.mixing is not None:
             x = self.mixing(x)[0]
-        x1, x2 = x[:, self.idx1], x[:, self.idx2]
         if self.fused and fused_available(x):
+            x1, x2 = x[:, self.idx1_reversed], x[:, self.idx2_reversed]
             y2, log_diag = self._apply_fused(x1, x2)
+            y = self._merge(x1, y2, reversed_order=True)
         else:
+            x1, x2 = x[:, self.idx1], x[:, self.idx2]
             a, log_diag, _ = self._attention(x1)
-            y2 = a @ x2
-        y = self._merge(x1, y2)
+            y = self._merge(x1, a @ x2)
         if self.mixing is not None:
             y = self.mixing.inverse(y)[0]
         return y, x.shape[2] * log_diag.sum(-1)

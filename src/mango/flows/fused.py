@@ -71,13 +71,11 @@ class _AttentionWithLSE(torch.autograd.Function):
         return gq[..., : q.shape[-1]], gk[..., : k.shape[-1]], gv[..., :dv], None
 
 
-def upper_attention(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
-    """``(P v, lse)`` for ``P = softmax(scale · q kᵀ)`` masked to ``j >= i``; inputs (B, L, E).
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """``(P v, lse)`` for ``P = softmax(scale · q kᵀ)`` masked to ``j <= i``; inputs (B, L, E).
 
-    The mask ``j >= i`` is the causal mask on reversed token order, so the sequences are flipped,
-    the causal kernel runs, and the results are flipped back. ``scale`` may require a gradient: it
-    is folded into ``q`` (the kernel's own scale is 1).
+    ICA's mask ``j >= i`` is this mask on reversed token order: callers pass reversed tokens.
+    ``scale`` may require a gradient: it is folded into ``q`` (the kernel's own scale is 1).
     """
-    flip = lambda t: t.flip(1).unsqueeze(1)  # noqa: E731 - (B, L, E) -> reversed (B, 1, L, E)
-    out, lse = _AttentionWithLSE.apply(flip(q * scale), flip(k), flip(v), 1.0)
-    return out.squeeze(1).flip(1), lse.squeeze(1).flip(1)
+    out, lse = _AttentionWithLSE.apply((q * scale).unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), 1.0)
+    return out.squeeze(1), lse.squeeze(1)

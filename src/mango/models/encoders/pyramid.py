@@ -24,7 +24,5 @@ def build_pyramid_encoder(name: str, in_channels: int, pretrained: str | None = 
     if name in MIT_NAMES:
         from mango.models.encoders.mit import MiTEncoder
 
-        encoder = MiTEncoder(name.removeprefix("mit-"), in_channels=in_channels, pretrained=pretrained)
-        encoder.strides = (4, 8, 16, 32)
-        return encoder
+        return MiTEncoder(name.removeprefix("mit-"), in_channels=in_channels, pretrained=pretrained)
     raise ConfigError(f"model.encoder: unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")
