@@ -74,7 +74,7 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 (width 1.0) for ImageNet: ``features`` (stride 32, 1280 channels) + ``classifier``.
+    """MobileNetV2 (width 1.0): ``features`` (stride 32, 1280 channels) + ``classifier`` (1000).
 
     Example:
         >>> import torch
@@ -139,14 +139,16 @@ def default_mobilenet_weights() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "weights" / _WEIGHTS_FILE
     if not path.is_file():
-        raise CheckpointError(f"{path}: MobileNetV2 weights file missing; reinstall {_WEIGHTS_PACKAGE}")
+        raise CheckpointError(
+            f"{path}: MobileNetV2 weights file missing; reinstall {_WEIGHTS_PACKAGE}"
+        )
     return path
 
 
 def load_imagenet_mobilenet_v2(path: str | None = None) -> MobileNetV2:
     """A :class:`MobileNetV2` with torchvision's ImageNet weights, in eval mode.
 
-    ``path`` is a torchvision-format state dict (``.pth``); default :func:`default_mobilenet_weights`.
+    ``path``: a torchvision-format state dict (``.pth``); default :func:`default_mobilenet_weights`.
 
     Raises:
         CheckpointError: the file is missing, unreadable or does not match the architecture.
@@ -166,5 +168,7 @@ def load_imagenet_mobilenet_v2(path: str | None = None) -> MobileNetV2:
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()
         detail = " ".join(first[:3])[:300] if first else type(exc).__name__
-        raise CheckpointError(f"{file}: not a torchvision MobileNetV2 state dict ({detail})") from exc
+        raise CheckpointError(
+            f"{file}: not a torchvision MobileNetV2 state dict ({detail})"
+        ) from exc
     return model.eval()

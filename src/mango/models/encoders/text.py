@@ -111,7 +111,7 @@ class TextTokenEncoder(nn.Module):
         return self
 
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
-        """``{"input_ids", "attention_mask"}``, each an int64 ``(len(texts), max_length)`` tensor."""
+        """``{"input_ids", "attention_mask"}``: int64 ``(len(texts), max_length)`` tensors."""
         encoded = self.tokenizer(
             list(texts), padding="max_length", truncation=True, max_length=self.max_length,
             return_tensors="pt",
@@ -121,5 +121,6 @@ class TextTokenEncoder(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, T)`` ids and mask -> ``(token_embeddings (B, T, dim), attention_mask (B, T))``."""
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
-            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            outputs = self.model(input_ids=input_ids, attention_mask=attention_mask)
+            hidden = outputs.last_hidden_state
         return hidden, attention_mask

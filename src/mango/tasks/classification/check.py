@@ -78,7 +78,7 @@ def check_mmimdb(root: str | os.PathLike[str], *, decode: bool = True,
 
 
 def _record(report: CheckReport, path: Path, problems: list[str]) -> None:
-    """Add the first :data:`MAX_ROW_ERRORS` problems of one kind, then one line counting the rest."""
+    """Add the first :data:`MAX_ROW_ERRORS` problems of one kind and one line counting the rest."""
     for problem in problems[:MAX_ROW_ERRORS]:
         report.error(path, problem)
     if len(problems) > MAX_ROW_ERRORS:

@@ -83,7 +83,8 @@ def fixture_movies(sizes: tuple[int, int, int] = (6, 3, 4), seed: int = 0) -> li
     movies = []
     for k in range(sum(sizes)):
         count = int(rng.integers(1, 4))
-        chosen = [GENRES[i] for i in rng.choice(len(GENRES), size=count, replace=False, p=frequency)]
+        picked = rng.choice(len(GENRES), size=count, replace=False, p=frequency)
+        chosen = [GENRES[i] for i in picked]
         raw = list(chosen)
         if rng.random() < 0.35:
             raw.insert(int(rng.integers(0, len(raw) + 1)), str(rng.choice(EXTRA_RAW_GENRES)))

@@ -32,5 +32,7 @@ def canonical_split(split: str) -> str:
     """``train``/``dev``/``test`` for ``split`` (``val`` and ``validation`` mean ``dev``)."""
     canonical = SPLIT_ALIASES.get(split, split)
     if canonical not in SPLIT_SIZES:
-        raise ConfigError(f"split: MM-IMDb has no split {split!r}; choose train, dev (or val), test")
+        raise ConfigError(
+            f"split: MM-IMDb has no split {split!r}; choose train, dev (or val), test"
+        )
     return canonical

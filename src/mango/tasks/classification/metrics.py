@@ -23,7 +23,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 
 class MultiLabelF1(Metric):
-    """Accumulates probabilities ``(B, C)`` and 0/1 targets ``(B, C)``; ``compute`` returns percents.
+    """Accumulates probabilities and 0/1 targets, both ``(B, C)``; ``compute`` returns percents.
 
     States are concatenated across processes (``dist_reduce_fx="cat"``), so the scores under DDP
     equal those of a single process that saw every batch.
@@ -42,6 +42,8 @@ class MultiLabelF1(Metric):
 
     def __init__(self, num_labels: int, label_names: Sequence[str], threshold: float = 0.5) -> None:
         super().__init__()
+        if num_labels < 2:
+            raise ValueError(f"multi-label F1 needs at least 2 labels, got {num_labels}")
         if len(label_names) != num_labels:
             raise ValueError(f"{len(label_names)} label names for {num_labels} labels")
         if not 0.0 < threshold < 1.0:
@@ -82,20 +84,22 @@ def tune_threshold(probs: Tensor | np.ndarray, targets: Tensor | np.ndarray,
                    grid: Sequence[float] | None = None) -> float:
     """The global threshold of ``grid`` (default 0.05, 0.10, ..., 0.95) with the best micro-F1.
 
-    Prediction is ``p > threshold``; ties go to the smallest threshold.
+    Prediction is ``p > threshold`` compared in the dtype of ``probs`` (as :class:`MultiLabelF1`
+    does); ties go to the first best threshold of ``grid``.
 
     Example:
         >>> probs = torch.tensor([[0.3, 0.1], [0.35, 0.8]])
         >>> tune_threshold(probs, torch.tensor([[1, 0], [1, 1]]), grid=[0.2, 0.5])
         0.2
     """
-    p = torch.as_tensor(probs, dtype=torch.float64)
+    p = torch.as_tensor(probs)
+    p = p if p.is_floating_point() else p.float()
     t = torch.as_tensor(targets).round().bool()
-    thresholds = torch.tensor(list(grid) if grid is not None else np.linspace(0.05, 0.95, 19),
-                              dtype=torch.float64)
+    values = list(grid) if grid is not None else np.linspace(0.05, 0.95, 19).round(2).tolist()
+    thresholds = torch.tensor(values, dtype=torch.float64)
     if thresholds.numel() == 0:
         raise ValueError("tune_threshold needs a non-empty grid")
-    predicted = p[None] > thresholds.view(-1, 1, 1)  # (G, N, C)
+    predicted = p[None] > thresholds.to(p.dtype).view(-1, 1, 1)  # (G, N, C)
     tp = (predicted & t).sum((1, 2)).double()
     fp = (predicted & ~t).sum((1, 2)).double()
     fn = (~predicted & t).sum((1, 2)).double()

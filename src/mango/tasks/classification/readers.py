@@ -53,7 +53,7 @@ _GENRE_INDEX = {name: i for i, name in enumerate(GENRES)}
 
 
 class MMIMDbFileError(DataError):
-    """A problem with one file (``where``), described by ``problem``; message ``"<where>: <problem>"``."""
+    """A problem ``problem`` with one file ``where``; the message is ``"<where>: <problem>"``."""
 
     def __init__(self, where: str | os.PathLike[str], problem: str) -> None:
         self.where = str(where)
@@ -304,7 +304,9 @@ def read_split_file(path: Path) -> dict[str, list[str]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MMIMDbFileError(path, f"not valid JSON ({exc})") from exc
     if not isinstance(table, dict):
-        raise MMIMDbFileError(path, 'expected an object {"train": [...], "dev": [...], "test": [...]}')
+        raise MMIMDbFileError(
+            path, 'expected an object {"train": [...], "dev": [...], "test": [...]}'
+        )
     splits: dict[str, list[str]] = {}
     seen: dict[str, str] = {}
     for split in SPLIT_SIZES:
