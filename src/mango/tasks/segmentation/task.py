@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from mango.config import RunConfig, Section
@@ -18,10 +18,9 @@ from mango.io import atomic_save
 from mango.models.segmentation import SegmentationFusionModel, SegmentationOutput
 from mango.tasks.base import Sample, Task, Transform
 from mango.tasks.check import CheckReport
+from mango.tasks.segmentation.layouts import IGNORE_INDEX, get_layout
+from mango.tasks.segmentation.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-IGNORE_INDEX = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SegmentationModelSettings(Section):
@@ -173,3 +172,152 @@ class _Named(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         return {**self.base[index], "name": f"{self.split}_{index:05d}"}
+
+
+# --------------------------------------------------------------------------- NYUDv2 / SUN RGB-D
+
+
+class RGBDData(Section):
+    """An RGB-D segmentation dataset on disk (layouts in DATA.md)."""
+
+    root: str | None = Field(None, description="dataset folder (or pass --data)")
+    crop_size: tuple[int, int] = Field((256, 256), description="training crop; the flow is built for it")
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    flip: bool = True
+    color_jitter: float = Field(0.2, ge=0)
+    eval_size: tuple[int, int] | None = Field(None, description="resize images for evaluation (SUN: 480x480)")
+    eval_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    eval_flip: bool = False
+    eval_stride: float = Field(2 / 3, gt=0, le=1, description="sliding-window stride, fraction of the crop")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="train images held out for validation")
+    max_items: int | None = Field(None, ge=1, description="use only the first N images of each list")
+    depth: dict[str, Any] = Field(default_factory=dict, description="depth normalisation (set by the layout)")
+
+
+class _RGBDConfig(RunConfig):
+    data: RGBDData = Field(default_factory=RGBDData)
+    model: SegmentationModelSettings = Field(default_factory=SegmentationModelSettings)
+
+    @model_validator(mode="after")
+    def _record_depth(self) -> _RGBDConfig:
+        recorded = get_layout(self.task).depth_config()
+        if self.data.depth and self.data.depth != recorded:
+            raise ValueError(f"data.depth is fixed by the {self.task} layout: {recorded}")
+        self.data.depth = recorded
+        return self
+
+
+class NYUDv2Config(_RGBDConfig):
+    task: Literal["nyudv2"] = "nyudv2"
+
+
+class SUNRGBDConfig(_RGBDConfig):
+    task: Literal["sunrgbd"] = "sunrgbd"
+
+
+class _RGBDTask(_SegmentationTask):
+    """Shared by NYUDv2 and SUN RGB-D: readers, transforms, sliding-window multi-scale evaluation."""
+
+    def class_names(self, cfg: Any) -> list[str]:
+        return list(get_layout(self.name).class_names)
+
+    def build_model(self, cfg: Any) -> nn.Module:
+        return _build_model(cfg, len(self.class_names(cfg)), tuple(cfg.data.crop_size))
+
+    def _root(self, cfg: Any) -> Path:
+        if cfg.data.root is None:
+            raise ConfigError(f"data.root: no dataset folder given for {self.name} (pass --data DIR)")
+        return Path(cfg.data.root)
+
+    def dataset(self, cfg: Any, split: str) -> Any:
+        from torch.utils.data import Subset
+
+        from mango.tasks.segmentation.readers import RGBDSegmentationDataset
+
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"--split: expected train, val or test, got {split!r}")
+        root = self._root(cfg)
+        if split == "test":
+            return RGBDSegmentationDataset(root, self.name, "test", max_items=cfg.data.max_items)
+        full = RGBDSegmentationDataset(root, self.name, "train", max_items=cfg.data.max_items)
+        held = int(round(len(full) * cfg.data.val_fraction))
+        held = min(max(held, 1 if cfg.data.val_fraction > 0 else 0), len(full) - 1)
+        order = np.random.default_rng(cfg.trainer.seed).permutation(len(full)).tolist()
+        return Subset(full, sorted(order[:held]) if split == "val" else sorted(order[held:]))
+
+    def transform(self, cfg: Any, train: bool) -> Transform:
+        from mango.tasks.segmentation.transforms import EvalTransform, TrainTransform
+
+        d = cfg.data
+        if train:
+            return TrainTransform(d.crop_size, d.scale_range, d.flip, d.color_jitter)
+        return EvalTransform(d.eval_size)
+
+    def predict(self, model: nn.Module, batch: Sample, cfg: Any) -> SegmentationOutput:
+        from mango.tasks.segmentation.inference import predict_logits
+
+        bits: list[Tensor] = []
+
+        def logits_fn(inputs: Sample) -> Tensor:
+            logits, b = sliding_window_logits(model, inputs, tuple(cfg.data.crop_size), cfg.data.eval_stride)
+            if b is not None:
+                bits.append(b)
+            return logits
+
+        logits = predict_logits(
+            logits_fn, batch, len(self.class_names(cfg)), cfg.data.eval_scales, cfg.data.eval_flip
+        )
+        return SegmentationOutput(logits, torch.stack(bits).mean(0) if bits else None)
+
+    def check_data(self, root: Path) -> CheckReport:
+        from mango.tasks.segmentation.check import check_segmentation
+
+        return check_segmentation(self.name, root)
+
+
+def sliding_window_logits(
+    model: nn.Module, inputs: Sample, crop: tuple[int, int], stride: float
+) -> tuple[Tensor, Tensor | None]:
+    """Logits of any-size images from a model built for ``crop``: overlapping windows, averaged.
+
+    Images smaller than the crop are zero-padded (the padding is cropped away again). Returns the
+    logits (B, C, H, W) and the mean flow bits/dim over windows (``None`` without a flow).
+    """
+    image = inputs[model.modalities[0]]
+    height, width = image.shape[-2:]
+    pad_h, pad_w = max(crop[0] - height, 0), max(crop[1] - width, 0)
+    padded = {m: F.pad(inputs[m], (0, pad_w, 0, pad_h)) for m in model.modalities}
+    full_h, full_w = height + pad_h, width + pad_w
+    step_h, step_w = max(1, int(crop[0] * stride)), max(1, int(crop[1] * stride))
+    tops = sorted({*range(0, full_h - crop[0], step_h), full_h - crop[0]})
+    lefts = sorted({*range(0, full_w - crop[1], step_w), full_w - crop[1]})
+    logits = counts = None
+    bits = []
+    for top in tops:
+        for left in lefts:
+            window = {m: t[..., top : top + crop[0], left : left + crop[1]] for m, t in padded.items()}
+            out = model(window)
+            if logits is None:
+                logits = out.logits.new_zeros(out.logits.shape[:2] + (full_h, full_w))
+                counts = out.logits.new_zeros(1, 1, full_h, full_w)
+            logits[..., top : top + crop[0], left : left + crop[1]] += out.logits
+            counts[..., top : top + crop[0], left : left + crop[1]] += 1
+            if out.bits_per_dim is not None:
+                bits.append(out.bits_per_dim)
+    assert logits is not None and counts is not None
+    logits = (logits / counts)[..., :height, :width]
+    return logits, torch.stack(bits).mean(0) if bits else None
+
+
+class NYUDv2Task(_RGBDTask):
+    """NYUDv2 40-class RGB-D segmentation (795 train / 654 test)."""
+
+    name = "nyudv2"
+    config_class = NYUDv2Config
+
+
+class SUNRGBDTask(_RGBDTask):
+    """SUN RGB-D 37-class RGB-D segmentation (5285 train / 5050 test)."""
+
+    name = "sunrgbd"
+    config_class = SUNRGBDConfig
