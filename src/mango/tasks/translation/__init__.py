@@ -1,0 +1,1 @@
+"""Multimodal image-to-image translation on the Taskonomy subset (TokenFusion / CEN protocol)."""
