@@ -238,6 +238,9 @@ def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
     expected = {k: v for k, v in model.state_dict().items()
                 if not k.endswith("num_batches_tracked")}
     given = {k: v for k, v in state.items() if not str(k).endswith("num_batches_tracked")}
+    for key in given:
+        if key not in expected:
+            raise CheckpointError(f"{file}: not the FID Inception weights (unexpected key {key})")
     for key in expected:
         if key not in given:
             raise CheckpointError(f"{file}: not the FID Inception weights (missing key {key})")
@@ -245,8 +248,5 @@ def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
             shape = tuple(getattr(given[key], "shape", ()))
             raise CheckpointError(f"{file}: key {key} has shape {shape}, expected "
                                   f"{tuple(expected[key].shape)}")
-    for key in given:
-        if key not in expected:
-            raise CheckpointError(f"{file}: not the FID Inception weights (unexpected key {key})")
     model.load_state_dict(given, strict=False)
     return model.eval()

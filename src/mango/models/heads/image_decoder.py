@@ -10,13 +10,13 @@ InstanceNorm) keeps the head usable with batch size 1 and 1x1 grids.
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(8, channels), channels)
+    """GroupNorm with up to 8 groups of at least 2 channels (so 1x1 grids normalise)."""
+    groups = next(g for g in (8, 4, 2, 1) if channels % g == 0 and channels // g >= 2)
+    return nn.GroupNorm(groups, channels)
 
 
 class ImageDecoder(nn.Module):
@@ -34,10 +34,10 @@ class ImageDecoder(nn.Module):
         self, in_channels: int, out_channels: int = 3, upsample_steps: int = 4, width: int = 64
     ) -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < 1 or width < 1 or upsample_steps < 0:
+        if in_channels < 1 or out_channels < 1 or width < 2 or upsample_steps < 0:
             raise ValueError(
-                f"need positive channel counts and upsample_steps >= 0, got in={in_channels}, "
-                f"out={out_channels}, width={width}, upsample_steps={upsample_steps}"
+                f"need in/out channels >= 1, width >= 2, upsample_steps >= 0, got in={in_channels},"
+                f" out={out_channels}, width={width}, upsample_steps={upsample_steps}"
             )
         self.upsample_steps = upsample_steps
         floor = min(width, 16)

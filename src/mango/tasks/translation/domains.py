@@ -157,7 +157,8 @@ def resolve_domain(root: str | os.PathLike[str], name: str) -> str:
         if (root / folder).is_dir():
             return folder
     looked = " or ".join(f"{c}/" for c in candidates)
-    raise DataError(f"{root}: no folder for domain {canonical_domain(name)!r} (looked for {looked})")
+    domain = canonical_domain(name)
+    raise DataError(f"{root}: no folder for domain {domain!r} (looked for {looked})")
 
 
 def decode(name: str, raw: np.ndarray) -> Tensor:
