@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     _state["debug"] = "--debug" in args
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="mango", standalone_mode=False)
+        code = command.main(args=args, prog_name="mango", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.ClickException as usage:
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mango.io import atomic_write_json
-from mango.train.run import build_config, evaluate, load_trained, train
+from mango.train.run import build_config, evaluate, load_trained, metrics_logs, train
 
 #: the demo's fusion model; the single-modality models change only model.modalities/fusion
 DEMO_CONFIG: dict[str, Any] = {
@@ -104,7 +104,7 @@ def _write_report(out: Path, metrics: dict[str, dict[str, Any]], seconds: dict[s
 
     curves = {}
     for name in MODELS:
-        log = read_lightning_csv(runs / name / "logs" / "metrics.csv")
+        log = read_lightning_csv(metrics_logs(runs / name)[-1])
         curves[name] = {k: v for k, v in log.items() if k in ("train/task_loss", "val/miou")}
     curves_png = save_learning_curves(figures / "learning_curves.png", curves)
 
@@ -143,7 +143,9 @@ def _write_report(out: Path, metrics: dict[str, dict[str, Any]], seconds: dict[s
             "What drives the fusion: ICA attention",
             "In an MMCA layer the RGB tokens (X1) compute the attention that mixes the depth tokens (X2): "
             "for a chosen output token (outlined on the RGB image), the heatmap shows which depth tokens "
-            "it gathers, chosen from RGB content. Row i may only attend to tokens j >= i (raster order), "
+            "it gathers, chosen from RGB content. Shown is the softmax part P of the layer's matrix "
+            "A = (1 - α) I + α P, with the learned gate α in the title. Row i may only attend to tokens "
+            "j >= i (raster order), "
             f"which makes the layer triangular and exactly invertible. {roundtrip}",
             images=[(p.relative_to(out).as_posix(), p.stem.replace("_", " ")) for p in attention_pngs],
         ),
@@ -183,7 +185,7 @@ def _gate(flow, attention_map) -> float:
     block = flow.layers[attention_map.block]
     for layer in block:
         if getattr(layer, "partition", None) == attention_map.partition and layer.variant == attention_map.variant:
-            return float(torch.sigmoid(layer.gate)) if layer.gate is not None else float("nan")
+            return float(torch.sigmoid(layer.gate.detach())) if layer.gate is not None else float("nan")
     return float("nan")
 
 

@@ -66,15 +66,17 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*_pytree.*")
 
 
-class ExportWeights(pl.Callback):
-    """After every checkpoint-interval and at the end, write ``weights.safetensors`` (rank 0)."""
+class SaveLast(pl.Callback):
+    """At the end of every checkpoint interval (a training "epoch"), refresh ``last.ckpt``
+    (atomically, through :class:`AtomicCheckpointIO`) and ``weights.safetensors``."""
 
-    def __init__(self, path: Path, config_yaml: str) -> None:
-        self.path, self.config_yaml = path, config_yaml
+    def __init__(self, checkpoint: Path, weights: Path, config_yaml: str) -> None:
+        self.checkpoint, self.weights, self.config_yaml = checkpoint, weights, config_yaml
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.checkpoint)  # every rank calls it; rank 0 writes
         if trainer.is_global_zero:
-            export_safetensors(pl_module.model.state_dict(), self.path, self.config_yaml)
+            export_safetensors(pl_module.model.state_dict(), self.weights, self.config_yaml)
 
 
 def train(
@@ -83,6 +85,7 @@ def train(
     out_dir: str | Path,
     resume: bool = False,
     progress: bool = True,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> TrainResult:
     """Train ``cfg`` into ``out_dir`` (``checkpoints/last.ckpt``, ``config.yaml``, logs, weights)."""
     _quiet_lightning()
@@ -95,6 +98,7 @@ def train(
         )
     if resume and not checkpoint.exists():
         raise CheckpointError(f"{checkpoint}: nothing to resume (no checkpoint in {out_dir})")
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)  # also seeds the model init
     module = MangoModule(task, cfg)
     if resume:
         saved = read_checkpoint(checkpoint)
@@ -102,8 +106,8 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     config_yaml = dump_yaml(cfg)
     atomic_write_text(out_dir / "config.yaml", config_yaml)
-    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     t = cfg.trainer
+    log_version = f"version_{len(metrics_logs(out_dir))}"
     trainer = pl.Trainer(
         default_root_dir=out_dir,
         max_steps=t.max_steps,
@@ -113,18 +117,12 @@ def train(
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
-        logger=[
-            pl.loggers.CSVLogger(out_dir, name="logs", version=""),
-            pl.loggers.TensorBoardLogger(out_dir, name="logs", version=""),
+        logger=[  # one version folder per (re)start, so resuming never deletes earlier logs
+            pl.loggers.CSVLogger(out_dir, name="logs", version=log_version),
+            pl.loggers.TensorBoardLogger(out_dir, name="logs", version=log_version),
         ],
-        callbacks=[
-            pl.callbacks.ModelCheckpoint(
-                dirpath=out_dir / CHECKPOINT.parent, filename="last", save_top_k=0,
-                save_last=True, every_n_epochs=1, save_on_train_epoch_end=True,
-                enable_version_counter=False,
-            ),
-            ExportWeights(out_dir / "weights.safetensors", config_yaml),
-        ],
+        callbacks=[SaveLast(checkpoint, out_dir / "weights.safetensors", config_yaml), *callbacks],
+        enable_checkpointing=False,
         plugins=[AtomicCheckpointIO()],
         check_val_every_n_epoch=t.val_every,
         log_every_n_steps=t.log_every,
@@ -137,13 +135,22 @@ def train(
     )
     if t.compile:
         module.model = torch.compile(module.model)  # type: ignore[assignment]
-    trainer.fit(module, datamodule=MangoDataModule(task, cfg), ckpt_path=checkpoint if resume else None)
+    trainer.fit(  # our own checkpoint, already validated by read_checkpoint: not weights-only
+        module, datamodule=MangoDataModule(task, cfg), ckpt_path=checkpoint if resume else None,
+        weights_only=False,
+    )
     if trainer.interrupted:
         raise KeyboardInterrupt
+    trainer.save_checkpoint(checkpoint)
     if trainer.is_global_zero:
-        trainer.save_checkpoint(checkpoint)
         export_safetensors(module.model.state_dict(), out_dir / "weights.safetensors", config_yaml)
     return TrainResult(checkpoint, trainer.global_step, dict(module.last_val))
+
+
+def metrics_logs(run_dir: str | Path) -> list[Path]:
+    """The CSV metric logs of a run, one per (re)start, oldest first."""
+    found = Path(run_dir).glob("logs/version_*/metrics.csv")
+    return sorted(found, key=lambda p: int(p.parent.name.removeprefix("version_")))
 
 
 def load_trained(

@@ -205,17 +205,12 @@ def test_balanced_pos_weight_by_hand() -> None:
     torch.testing.assert_close(balanced_pos_weight(labels), torch.tensor([1 / 3, 3.0, 3.0]))
 
 
-# `mango data check` prints the errors but cli.main drops the exit code of `typer.Exit(1)` (click
-# returns it instead of raising under standalone_mode=False): xfail until cli.py is fixed.
-_CLI_EXIT_BUG = pytest.mark.xfail(reason="cli.main ignores typer.Exit codes", strict=True)
-
-
 def test_check_data_reports_a_folder_without_data(tmp_path: Path) -> None:
     report = MMIMDbTask().check_data(tmp_path)
     assert not report.ok and len(report.errors) == 1 and "no MM-IMDb data" in report.errors[0]
 
 
-@pytest.mark.parametrize("command", ["train", pytest.param("check", marks=_CLI_EXIT_BUG)])
+@pytest.mark.parametrize("command", ["train", "check"])
 def test_bad_data_dir_gives_one_line_error(command: str, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty"

@@ -1,0 +1,114 @@
+"""train -> eval -> predict on the synthetic task, resume, refusals, bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mango.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "synthetic-smoke.yaml"
+FAST = ["--set", "data.train_scenes=32", "--set", "data.val_scenes=8", "--set", "data.test_scenes=8"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    assert main(["train", "--config", str(SMOKE), "--out", str(run), "--max-steps", "20", *FAST]) == 0
+    return run
+
+
+def test_train_writes_checkpoint_config_logs_weights(trained):
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 20
+    assert checkpoint["mango"]["config"]["task"] == "synthetic"
+    assert set(checkpoint["mango"]["versions"]) >= {"mango", "torch", "lightning"}
+    assert (trained / "config.yaml").read_text().startswith("task: synthetic")
+    assert (trained / "logs" / "version_0" / "metrics.csv").exists()
+    weights = load_file(trained / "weights.safetensors")
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
+    assert weights.keys() == state.keys()
+    assert all(torch.equal(weights[k], state[k]) for k in weights)
+
+
+def test_eval_and_predict(trained, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["eval", "--checkpoint", str(trained / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert {"miou", "pixel_acc", "mean_acc", "per_class_iou", "bits_per_dim"} <= metrics.keys()
+    assert 0 <= metrics["miou"] <= 100 and metrics["samples"] == 8
+    pred = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(trained / "checkpoints" / "last.ckpt"), "--out", str(pred)]) == 0
+    assert len(list(pred.glob("test_*_panel.png"))) == 8
+
+
+def test_refuses_to_overwrite_a_run(trained, capsys):
+    before = (trained / "checkpoints" / "last.ckpt").read_bytes()
+    code = main(["train", "--config", str(SMOKE), "--out", str(trained), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "already holds a run" in err[0]
+    assert (trained / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_resume_refuses_another_architecture(trained, capsys):
+    code = main(["train", "--config", str(SMOKE), "--out", str(trained), "--resume", *FAST,
+                 "--set", "model.dim=8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "different architecture" in err[0], err
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.fusoin=mango", "field model.fusoin: unknown key"),
+        ("trainer.max_steps=-3", "field trainer.max_steps"),
+        ("flow.attention=sparse", "field flow.attention"),
+    ],
+)
+def test_bad_config_is_one_line(override, message, tmp_path, capsys):
+    code = main(["train", "--config", str(SMOKE), "--out", str(tmp_path / "r"), "--set", override])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "weights.safetensors")
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+    args = ["--config", str(SMOKE), *FAST, "--max-steps", "40",
+            "--set", "trainer.steps_per_checkpoint=10"]
+    straight = tmp_path / "straight"
+    assert main(["train", "--out", str(straight), *args]) == 0
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mango.cli", "train", "--out", str(killed), *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    checkpoint = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and not checkpoint.exists():
+        time.sleep(0.02)  # the first checkpoint appears at step 10, written atomically
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    step = torch.load(checkpoint, weights_only=False)["global_step"]
+    assert 10 <= step < 40, f"killed too late (step {step}): the test proves nothing"
+
+    assert main(["train", "--out", str(killed), "--resume", *args]) == 0
+    a, b = _weights(straight), _weights(killed)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
