@@ -35,6 +35,9 @@ class FlowSettings(Section):
     attention: Literal["gated", "softmax", "half", "identity_plus"] = "gated"
     coupling_hidden: int = Field(64, ge=1)
     detach_nll: bool = Field(True, description="keep the NLL gradient out of the encoders")
+    memory_saving: bool = Field(
+        False, description="rebuild activations by inversion in backward instead of storing them"
+    )
 
 
 class LossSettings(Section):

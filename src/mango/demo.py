@@ -27,7 +27,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "flow": {"blocks": 4, "coupling_hidden": 64},
     "loss": {"nll_weight": 0.1},
     "optim": {"lr": 2e-3, "head_lr_mult": 1.0, "warmup_steps": 20, "schedule": "cosine"},
-    "trainer": {"max_steps": 600, "batch_size": 16, "steps_per_checkpoint": 100, "log_every": 10,
+    "trainer": {"max_steps": 400, "batch_size": 16, "steps_per_checkpoint": 100, "log_every": 10,
                 "accelerator": "cpu"},
 }
 QUICK_OVERRIDES = ["trainer.max_steps=150", "trainer.steps_per_checkpoint=50", "data.test_scenes=100",

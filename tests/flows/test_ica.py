@@ -157,3 +157,18 @@ def test_fused_forward_and_gradients_equal_dense(partition, variant, tokens, key
     assert torch.allclose(gx_d, gx_f, atol=1e-10)
     for a, b in zip(gp_d, gp_f, strict=True):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+@pytest.mark.parametrize("attention", ["gated", "softmax", "identity_plus"])
+def test_no_grad_inverse_equals_autograd_inverse(attention):
+    """The buffer-reusing inverse used under no_grad computes the same A and log-det."""
+    torch.manual_seed(0)
+    layer = InvertibleCrossAttention(4, (7, 5), "mmca", 2, attention=attention).double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    y = torch.randn(3, 12, 4, dtype=torch.float64)
+    x_grad, ld_grad = layer.inverse(y)
+    with torch.no_grad():
+        x_fast, ld_fast = layer.inverse(y)
+    assert torch.allclose(x_grad, x_fast, atol=1e-12) and torch.allclose(ld_grad, ld_fast, atol=1e-12)

@@ -168,6 +168,18 @@ class InvertibleCrossAttention(FlowLayer):
         log_diag = torch.logaddexp(log_c0, log_c1 + log_p.diagonal(dim1=-2, dim2=-1))
         return a, log_diag, p
 
+    def _attention_in_place(self, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """``(A, log diag A)`` like :meth:`_attention`, reusing one buffer (no autograd)."""
+        q, k = self._queries_keys(x1)
+        a = torch.bmm(q, k.transpose(1, 2)).mul_(1.0 / self.temperature.to(x1.dtype))
+        a.masked_fill_(self.mask, -math.inf)
+        lse = torch.logsumexp(a, dim=-1)
+        log_p_diag = a.diagonal(dim1=-2, dim2=-1) - lse
+        log_c0, log_c1 = (c.to(x1.dtype) for c in self.log_coefficients())
+        a.sub_(lse.unsqueeze(-1)).exp_().mul_(log_c1.exp())
+        a.diagonal(dim1=-2, dim2=-1).add_(log_c0.exp())
+        return a, torch.logaddexp(log_c0, log_c1 + log_p_diag)
+
     def attention_matrix(
         self, x: Tensor, with_probabilities: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
@@ -205,7 +217,10 @@ class InvertibleCrossAttention(FlowLayer):
         if self.mixing is not None:
             y = self.mixing(y)[0]
         y1, y2 = y[:, self.idx1], y[:, self.idx2]
-        a, log_diag, _ = self._attention(y1)
+        if torch.is_grad_enabled():
+            a, log_diag, _ = self._attention(y1)
+        else:
+            a, log_diag = self._attention_in_place(y1)
         x2 = torch.linalg.solve_triangular(a, y2, upper=True)
         x = self._merge(y1, x2)
         if self.mixing is not None:

@@ -69,11 +69,14 @@ class FlowFusion(nn.Module):
         attention: str = "gated",
         coupling_hidden: int = 64,
         detach_nll: bool = True,
+        memory_saving: bool = False,
     ) -> None:
         super().__init__()
         self.tokens = tuple(tokens)
         self.detach_nll = detach_nll
-        self.flow = MangoFlow(dim, self.tokens, blocks, partitions, attention, coupling_hidden)
+        self.flow = MangoFlow(
+            dim, self.tokens, blocks, partitions, attention, coupling_hidden, memory_saving
+        )
 
     def forward(self, tokens: Sequence[Tensor], with_nll: bool = True) -> FusionOutput:
         x = torch.cat(list(tokens), dim=1)

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``mango bench``: ratios against baselines measured in the same process."""
