@@ -15,7 +15,7 @@ import click
 import typer
 
 from mango import __version__
-from mango.errors import MangoError
+from mango.errors import Interrupted, MangoError
 
 app = typer.Typer(
     name="mango",
@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except KeyboardInterrupt:
         typer.echo("mango: interrupted", err=True)
+        return 130
+    except Interrupted as stopped:
+        typer.echo(f"mango: interrupted: {stopped}", err=True)
         return 130
     except MangoError as error:
         if _state["debug"]:

@@ -25,3 +25,7 @@ class ConfigError(MangoError, ValueError):
 
 class CheckpointError(MangoError):
     """A checkpoint cannot be used with the current model or version."""
+
+
+class Interrupted(MangoError):
+    """The user stopped a command (Ctrl-C); what was saved is kept and named in the message."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,3 +121,13 @@ def test_round_trip_property(batch, tokens, dim, blocks):
     assert z.shape == x.shape and logdet.shape == (batch,)
     assert torch.allclose(x_back, x, atol=1e-9)
     assert torch.allclose(logdet_inv, -logdet, atol=1e-9)
+
+
+def test_non_finite_tokens_are_a_clear_value_error():
+    flow = MangoFlow(4, (3, 3), blocks=1)
+    x = torch.randn(2, 6, 4)
+    x[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="1 NaN/Inf value"):
+        flow(x)
+    with pytest.raises(ValueError, match="inverse input"):
+        flow.inverse(torch.full((1, 6, 4), float("inf")))

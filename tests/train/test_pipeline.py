@@ -112,3 +112,24 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, different[:5]
+
+
+def test_sigint_stops_cleanly_and_keeps_the_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    args = ["--config", str(SMOKE), *FAST, "--max-steps", "100000", "--set", "trainer.steps_per_checkpoint=10"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mango.cli", "train", "--out", str(run), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a shell's background jobs inherit an ignored SIGINT: restore the default, as in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and not checkpoint.exists():
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.startswith("mango:")]
+    assert process.returncode == 130, err[-2000:]
+    assert len(lines) == 1 and "continue with --resume" in lines[0], err[-2000:]
+    assert torch.load(checkpoint, weights_only=False)["global_step"] >= 10

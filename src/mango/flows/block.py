@@ -17,6 +17,12 @@ from mango.flows.coupling import AffineCoupling
 from mango.flows.partitions import PARTITIONS, validate_tokens
 
 
+def _check_finite(x: Tensor, where: str) -> None:
+    if isinstance(x, Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{where}: {bad} NaN/Inf value(s) in the tokens (check the inputs or encoders)")
+
+
 class MangoBlock(SequentialFlow):
     """One MANGO block: ``ActNorm -> ICA`` for every partition variant, then an affine coupling.
 
@@ -113,6 +119,16 @@ class MangoFlow(SequentialFlow):
         self.dim = dim
         self.length = sum(tokens)
         self.memory_saving = memory_saving
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Map data ``x`` (B, L, D) to ``(z, logdet)``; non-finite input is a ``ValueError``."""
+        _check_finite(x, "MangoFlow input")
+        return super().forward(x)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Map a latent ``z`` (B, L, D) back to ``(x, -logdet)``; non-finite input is a ``ValueError``."""
+        _check_finite(z, "MangoFlow.inverse input")
+        return super().inverse(z)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         needs_graph = torch.is_grad_enabled() and (

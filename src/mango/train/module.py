@@ -78,21 +78,25 @@ class MangoModule(pl.LightningModule):
         return self.model(batch)
 
     def on_train_epoch_start(self) -> None:
-        # Dropout and other in-model randomness restart from a seed that depends only on the
-        # epoch, so resuming at an epoch boundary reproduces an uninterrupted run exactly.
-        torch.manual_seed(self.cfg.trainer.seed * 1_000_003 + self.current_epoch)
+        # A training "epoch" is one checkpoint interval. Its data order and in-model randomness
+        # (dropout) depend only on the interval index derived from the step count, so a run
+        # resumed from an interval boundary reproduces an uninterrupted run exactly. (Lightning
+        # counts an extra, empty epoch when it resumes from an end-of-epoch checkpoint, so
+        # ``current_epoch`` cannot be used.)
+        interval = self.global_step // self.cfg.trainer.steps_per_checkpoint
+        torch.manual_seed(self.cfg.trainer.seed * 1_000_003 + interval)
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(interval)
 
     def training_step(self, batch: Sample, batch_idx: int) -> Tensor:
         outputs = self.model(batch)
         task_loss = self.task.loss(outputs, batch)
-        loss = task_loss
         bits = getattr(outputs, "bits_per_dim", None)
-        size = len(next(v for v in batch.values() if isinstance(v, Tensor)))
-        if bits is not None:
-            bits = bits.mean()
-            self.log("train/bits_per_dim", bits, batch_size=size, sync_dist=False)
-            if self.cfg.loss.nll_weight > 0:
-                loss = loss + self.cfg.loss.nll_weight * bits
+        bits = bits.mean() if bits is not None else None
+        loss = task_loss
+        if bits is not None and self.cfg.loss.nll_weight > 0:
+            loss = loss + self.cfg.loss.nll_weight * bits
         if not torch.isfinite(loss):
             where = first_non_finite_module(self.model, batch)
             part = "task loss" if not torch.isfinite(task_loss) else "flow NLL"
@@ -100,6 +104,9 @@ class MangoModule(pl.LightningModule):
                 f"step {self.global_step}: non-finite {part}; first non-finite output in {where}; "
                 "no weights were written from this step (lower optim.lr or check the inputs)"
             )
+        size = len(next(v for v in batch.values() if isinstance(v, Tensor)))
+        if bits is not None:
+            self.log("train/bits_per_dim", bits, batch_size=size)
         self.log("train/task_loss", task_loss, batch_size=size, prog_bar=True)
         self.log("train/loss", loss, batch_size=size)
         return loss

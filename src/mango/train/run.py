@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from mango.config import RunConfig, apply_overrides, dump_yaml, read_yaml, validate
-from mango.errors import CheckpointError, ConfigError
+from mango.errors import CheckpointError, ConfigError, Interrupted
 from mango.io import atomic_write_json, atomic_write_text
 from mango.tasks.base import Task, get_task
 from mango.train.checkpoint import (
@@ -66,14 +68,47 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*_pytree.*")
 
 
+class StopOnSigint(pl.Callback):
+    """Ctrl-C (SIGINT) stops training after the current step instead of killing the process.
+
+    Nothing is written for the unfinished interval: ``last.ckpt`` stays at the last interval
+    boundary, from which ``--resume`` reproduces an uninterrupted run exactly. A second Ctrl-C
+    interrupts immediately.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.requested:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 class SaveLast(pl.Callback):
     """At the end of every checkpoint interval (a training "epoch"), refresh ``last.ckpt``
     (atomically, through :class:`AtomicCheckpointIO`) and ``weights.safetensors``."""
 
-    def __init__(self, checkpoint: Path, weights: Path, config_yaml: str) -> None:
+    def __init__(self, checkpoint: Path, weights: Path, config_yaml: str, stopper: StopOnSigint) -> None:
         self.checkpoint, self.weights, self.config_yaml = checkpoint, weights, config_yaml
+        self.stopper = stopper
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stopper.requested:
+            return  # an interval cut short by Ctrl-C: keep the boundary checkpoint
         trainer.save_checkpoint(self.checkpoint)  # every rank calls it; rank 0 writes
         if trainer.is_global_zero:
             export_safetensors(pl_module.model.state_dict(), self.weights, self.config_yaml)
@@ -108,6 +143,7 @@ def train(
     atomic_write_text(out_dir / "config.yaml", config_yaml)
     t = cfg.trainer
     log_version = f"version_{len(metrics_logs(out_dir))}"
+    stopper = StopOnSigint()
     trainer = pl.Trainer(
         default_root_dir=out_dir,
         max_steps=t.max_steps,
@@ -121,7 +157,9 @@ def train(
             pl.loggers.CSVLogger(out_dir, name="logs", version=log_version),
             pl.loggers.TensorBoardLogger(out_dir, name="logs", version=log_version),
         ],
-        callbacks=[SaveLast(checkpoint, out_dir / "weights.safetensors", config_yaml), *callbacks],
+        callbacks=[
+            stopper, SaveLast(checkpoint, out_dir / "weights.safetensors", config_yaml, stopper), *callbacks
+        ],
         enable_checkpointing=False,
         plugins=[AtomicCheckpointIO()],
         check_val_every_n_epoch=t.val_every,
@@ -139,12 +177,21 @@ def train(
         module, datamodule=MangoDataModule(task, cfg), ckpt_path=checkpoint if resume else None,
         weights_only=False,
     )
-    if trainer.interrupted:
-        raise KeyboardInterrupt
+    if trainer.interrupted or stopper.requested:
+        kept = (
+            f"{checkpoint} (step {_saved_step(checkpoint)}) is kept"
+            if checkpoint.exists()
+            else "no checkpoint was written yet"
+        )
+        raise Interrupted(f"training stopped at step {trainer.global_step}; {kept}; continue with --resume")
     trainer.save_checkpoint(checkpoint)
     if trainer.is_global_zero:
         export_safetensors(module.model.state_dict(), out_dir / "weights.safetensors", config_yaml)
     return TrainResult(checkpoint, trainer.global_step, dict(module.last_val))
+
+
+def _saved_step(checkpoint: Path) -> int:
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
 
 
 def metrics_logs(run_dir: str | Path) -> list[Path]:

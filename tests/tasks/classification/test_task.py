@@ -25,7 +25,7 @@ from mango.models.encoders.mobilenet import MobileNetV2
 from mango.tasks.classification.genres import GENRES
 from mango.tasks.classification.task import PREDICTIONS_FILE, MMIMDbTask, balanced_pos_weight
 from mango.train.data import eval_loader
-from mango.train.run import load_config
+from mango.train.run import load_config, metrics_logs
 
 ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "mmimdb-smoke.yaml"
@@ -96,7 +96,7 @@ def test_checkpoint_has_no_frozen_encoder_weights_and_reloads_identically(run: P
     assert state and not any(".encoders." in key for key in state)
     assert any(key.startswith("model.fusion.flow.") for key in state)
     # the last validation of the training run (in-memory model) vs eval of the reloaded checkpoint
-    with (run / "logs" / "metrics.csv").open() as f:
+    with (metrics_logs(run)[-1]).open() as f:
         rows = [row for row in csv.DictReader(f) if row["val/bits_per_dim"]]
     logged = rows[-1]
     assert int(logged["step"]) == 19
