@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from mango.flows import PARTITIONS, MangoFlow
+from mango.flows import MangoFlow
 
 
 @dataclass
@@ -61,22 +62,13 @@ class FlowFusion(nn.Module):
     """
 
     def __init__(
-        self,
-        dim: int,
-        tokens: Sequence[int],
-        blocks: int = 12,
-        partitions: Sequence[str] = PARTITIONS,
-        attention: str = "gated",
-        coupling_hidden: int = 64,
-        detach_nll: bool = True,
-        memory_saving: bool = False,
+        self, dim: int, tokens: Sequence[int], detach_nll: bool = True, **flow_options: Any
     ) -> None:
+        """``flow_options`` go to :class:`MangoFlow` (``blocks``, ``partitions``, ``attention``, ...)."""
         super().__init__()
         self.tokens = tuple(tokens)
         self.detach_nll = detach_nll
-        self.flow = MangoFlow(
-            dim, self.tokens, blocks, partitions, attention, coupling_hidden, memory_saving
-        )
+        self.flow = MangoFlow(dim, self.tokens, **flow_options)
 
     def forward(self, tokens: Sequence[Tensor], with_nll: bool = True) -> FusionOutput:
         x = torch.cat(list(tokens), dim=1)

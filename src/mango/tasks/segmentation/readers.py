@@ -25,6 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from mango.errors import DataError
+from mango.tasks.images import BadFileError, open_image
 from mango.tasks.segmentation.layouts import (
     IGNORE_INDEX,
     INVALID_LABEL,
@@ -38,15 +39,6 @@ DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 MASK_MODES = ("L", "P")
 #: PIL modes accepted for the colour image (converted to RGB).
 RGB_MODES = ("RGB", "RGBA", "RGBX", "L", "P", "CMYK", "YCbCr")
-
-
-class BadFileError(DataError):
-    """A data file that is missing, undecodable or inconsistent; keeps the path and the problem."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = Path(path)
-        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -112,37 +104,21 @@ def read_entries(root: Path, layout: SegmentationLayout, split: str) -> list[Ent
     return entries
 
 
-def _open(path: Path, modes: tuple[str, ...], what: str, decode: bool) -> Image.Image:
-    """Open ``path`` (header read), check its mode, and decode it fully when ``decode``."""
-    if not path.is_file():
-        raise BadFileError(path, "file does not exist")
-    try:
-        image = Image.open(path)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise BadFileError(path, f"cannot be decoded as an image ({error})") from None
-    if image.mode not in modes:
-        raise BadFileError(path, f"{what} (PIL mode {image.mode})")
-    if decode:
-        try:
-            image.load()
-        except (OSError, ValueError, SyntaxError) as error:
-            raise BadFileError(path, f"cannot be decoded, truncated or corrupt ({error})") from None
-    return image
 
 
 def open_rgb(path: Path, decode: bool = True) -> Image.Image:
     """Open a colour image (any 8-bit colour or grey mode)."""
-    return _open(path, RGB_MODES, "is not an 8-bit colour image", decode)
+    return open_image(path, RGB_MODES, "is not an 8-bit colour image", decode)
 
 
 def open_depth(path: Path, decode: bool = True) -> Image.Image:
     """Open a depth image; it must be single-channel 16-bit."""
-    return _open(path, DEPTH_MODES, "depth is not a single-channel 16-bit image", decode)
+    return open_image(path, DEPTH_MODES, "depth is not a single-channel 16-bit image", decode)
 
 
 def open_mask(path: Path, decode: bool = True) -> Image.Image:
     """Open a label mask; it must be single-channel 8-bit (grey or palette indices)."""
-    return _open(path, MASK_MODES, "mask is not a single-channel 8-bit image", decode)
+    return open_image(path, MASK_MODES, "mask is not a single-channel 8-bit image", decode)
 
 
 def check_sizes(rgb: tuple[Path, Image.Image], *others: tuple[Path, Image.Image]) -> None:

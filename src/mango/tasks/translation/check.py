@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mango.errors import DataError
 from mango.tasks.check import CheckReport
-from mango.tasks.segmentation.readers import BadFileError
+from mango.tasks.images import BadFileError
 from mango.tasks.translation.domains import DOMAINS, PUBLISHED_COUNTS, folder_names
 from mango.tasks.translation.readers import (
     LIST_FILES,

@@ -13,7 +13,7 @@ replaced by the token the files actually use (the folder name, else the canonica
 chosen once per domain from the first listed sample). A line without ``{domain}`` whose first
 component is a domain folder (``rgb/point_1_view_0_domain_rgb.png``) is turned into a template.
 
-Bad files raise :class:`~mango.tasks.segmentation.readers.BadFileError` (a
+Bad files raise :class:`~mango.tasks.images.BadFileError` (a
 :class:`~mango.errors.DataError`) with the one-line message ``"<file>: <what is wrong>"``; the
 data check (:mod:`mango.tasks.translation.check`) uses the same functions.
 """
@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mango.errors import ConfigError
-from mango.tasks.segmentation.readers import BadFileError
+from mango.tasks.images import BadFileError, open_image
 from mango.tasks.translation.domains import (
     DOMAINS,
     ENCODINGS,
@@ -149,23 +149,10 @@ def open_domain_image(path: Path, domain: str, decode_pixels: bool = True) -> Im
     Raises:
         BadFileError: missing, undecodable, or not the bit depth the domain is stored in.
     """
-    if not path.is_file():
-        raise BadFileError(path, "file does not exist")
-    try:
-        image = Image.open(path)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise BadFileError(path, f"cannot be decoded as an image ({error})") from None
     bits = ENCODINGS[canonical_domain(domain)].bits
     modes = SIXTEEN_BIT_MODES if bits == 16 else EIGHT_BIT_MODES
-    if image.mode not in modes:
-        kind = "a single-channel 16-bit" if bits == 16 else "an 8-bit"
-        raise BadFileError(path, f"{domain} must be {kind} image (PIL mode {image.mode})")
-    if decode_pixels:
-        try:
-            image.load()
-        except (OSError, ValueError, SyntaxError) as error:
-            raise BadFileError(path, f"cannot be decoded, truncated or corrupt ({error})") from None
-    return image
+    kind = "a single-channel 16-bit" if bits == 16 else "an 8-bit"
+    return open_image(path, modes, f"{domain} must be {kind} image", decode_pixels)
 
 
 def pixels(path: Path, domain: str, image: Image.Image) -> np.ndarray:

@@ -1,0 +1,44 @@
+"""Opening image files with one-line errors: shared by every dataset reader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from mango.errors import DataError
+
+
+class BadFileError(DataError):
+    """A data file that is missing, undecodable or inconsistent; keeps the path and the problem."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+def open_image(path: Path, modes: tuple[str, ...], what: str, decode: bool = True) -> Image.Image:
+    """Open ``path`` (header read), check its PIL mode is in ``modes``, decode fully when ``decode``.
+
+    ``what`` describes the expected format for the error message (e.g. ``"depth must be a
+    single-channel 16-bit image"``).
+
+    Raises:
+        BadFileError: missing, undecodable, truncated, or a mode outside ``modes``.
+    """
+    if not path.is_file():
+        raise BadFileError(path, "file does not exist")
+    try:
+        image = Image.open(path)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise BadFileError(path, f"cannot be decoded as an image ({error})") from None
+    if image.mode not in modes:
+        raise BadFileError(path, f"{what} (PIL mode {image.mode})")
+    if decode:
+        try:
+            image.load()
+        except (OSError, ValueError, SyntaxError) as error:
+            raise BadFileError(path, f"cannot be decoded, truncated or corrupt ({error})") from None
+    return image
