@@ -61,6 +61,10 @@ class Task(ABC):
         """Outputs used for evaluation (override for sliding windows, multi-scale, ...)."""
         return model(batch)
 
+    def eval_settings(self, cfg: RunConfig) -> dict[str, Any]:
+        """Evaluation settings recorded next to the metrics (e.g. scales and flip)."""
+        return {}
+
     @abstractmethod
     def write_predictions(
         self, cfg: RunConfig, outputs: Any, batch: Sample, out_dir: Path

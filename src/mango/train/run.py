@@ -242,6 +242,7 @@ def evaluate(
     results: dict[str, Any] = dict(metric.compute())
     if bits:
         results["bits_per_dim"] = float(torch.cat(bits).mean())
+    results.update(task.eval_settings(cfg))
     results["split"] = split
     results["checkpoint"] = str(checkpoint)
     results["samples"] = len(loader.dataset)

@@ -269,6 +269,13 @@ class _RGBDTask(_SegmentationTask):
         )
         return SegmentationOutput(logits, torch.stack(bits).mean(0) if bits else None)
 
+    def eval_settings(self, cfg: Any) -> dict[str, Any]:
+        d = cfg.data
+        return {
+            "eval_scales": list(d.eval_scales), "eval_flip": d.eval_flip, "eval_stride": d.eval_stride,
+            "eval_size": list(d.eval_size) if d.eval_size else None, "crop_size": list(d.crop_size),
+        }
+
     def check_data(self, root: Path) -> CheckReport:
         from mango.tasks.segmentation.check import check_segmentation
 
