@@ -22,4 +22,5 @@ demo: $(STAMP)
 	$(BIN)/mango demo --out demo-out
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest

@@ -9,7 +9,6 @@ memory is reported as well.
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -60,9 +59,18 @@ def _ica(length: int, dim: int, **kwargs: Any) -> InvertibleCrossAttention:
     return layer.eval()
 
 
-def row(name: str, ours: float, baseline: float, goal: str, unit: str = "ms", **extra: Any) -> dict[str, Any]:
-    return {"row": name, "mango": ours, "baseline": baseline, "ratio": baseline / ours if goal.startswith(">=") else ours / baseline,
-            "goal": goal, "unit": unit, **extra}
+def row(
+    name: str, ours: float, baseline: float, goal: str, unit: str = "ms", **extra: Any
+) -> dict[str, Any]:
+    return {
+        "row": name,
+        "mango": ours,
+        "baseline": baseline,
+        "ratio": baseline / ours if goal.startswith(">=") else ours / baseline,
+        "goal": goal,
+        "unit": unit,
+        **extra,
+    }
 
 
 @torch.no_grad()
@@ -74,7 +82,9 @@ def ica_rows(batch: int, length: int, dim: int, repeats: int) -> list[dict[str, 
     ref_fwd = median_ms(lambda: reference_forward(layer, x), max(1, repeats // 2))
     y, _ = layer(x)
     ours_inv = median_ms(lambda: layer.inverse(y), repeats)
-    ref_inv = median_ms(lambda: reference_inverse(layer, reference_forward(layer, x)[0]), 1, warmup=0)
+    ref_inv = median_ms(
+        lambda: reference_inverse(layer, reference_forward(layer, x)[0]), 1, warmup=0
+    )
     err_ours = float((layer.inverse(y)[0] - x).norm() / x.norm())
     y_ref = reference_forward(layer, x)[0]
     err_ref = float((reference_inverse(layer, y_ref) - x).norm() / x.norm())
@@ -82,10 +92,29 @@ def ica_rows(batch: int, length: int, dim: int, repeats: int) -> list[dict[str, 
     sdpa = median_ms(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True), repeats)
     shape = f"B={batch}, L={length} per modality, D={dim}"
     return [
-        row("1. ICA forward + log-det vs official dense (masked softmax, slogdet)", ours_fwd, ref_fwd, ">= 10x faster", shape=shape),
-        row("2. ICA inverse vs official pinv inverse", ours_inv, ref_inv, ">= 30x faster", shape=shape,
-            roundtrip_error_mango=err_ours, roundtrip_error_official=err_ref),
-        row("3. ICA forward vs one scaled_dot_product_attention call", ours_fwd, sdpa, "<= 1.5x slower", shape=shape),
+        row(
+            "1. ICA forward + log-det vs official dense (masked softmax, slogdet)",
+            ours_fwd,
+            ref_fwd,
+            ">= 10x faster",
+            shape=shape,
+        ),
+        row(
+            "2. ICA inverse vs official pinv inverse",
+            ours_inv,
+            ref_inv,
+            ">= 30x faster",
+            shape=shape,
+            roundtrip_error_mango=err_ours,
+            roundtrip_error_official=err_ref,
+        ),
+        row(
+            "3. ICA forward vs one scaled_dot_product_attention call",
+            ours_fwd,
+            sdpa,
+            "<= 1.5x slower",
+            shape=shape,
+        ),
     ]
 
 
@@ -98,16 +127,23 @@ def flow_memory_row(batch: int, length: int, dim: int) -> dict[str, Any]:
         x = torch.randn(batch, 2 * length, dim)
         with torch.no_grad():
             flow(x)  # ActNorm initialisation
-        results[blocks] = saved_bytes(lambda flow=flow, x=x: flow.bits_per_dim(x.requires_grad_()).mean())
+        results[blocks] = saved_bytes(
+            lambda flow=flow, x=x: flow.bits_per_dim(x.requires_grad_()).mean()
+        )
     standard = MangoFlow(dim, (length, length), blocks=12, memory_saving=False).train()
     x = torch.randn(batch, 2 * length, dim)
     with torch.no_grad():
         standard(x)
     results["12_standard"] = saved_bytes(lambda: standard.bits_per_dim(x.requires_grad_()).mean())
-    return row("4. activation memory kept for backward, 12 blocks vs 1 block (memory_saving)",
-               results[12] / 2**20, results[1] / 2**20, "<= 2x", unit="MiB",
-               twelve_blocks_without_memory_saving_mib=results["12_standard"] / 2**20,
-               shape=f"B={batch}, L={length}+{length}, D={dim}")
+    return row(
+        "4. activation memory kept for backward, 12 blocks vs 1 block (memory_saving)",
+        results[12] / 2**20,
+        results[1] / 2**20,
+        "<= 2x",
+        unit="MiB",
+        twelve_blocks_without_memory_saving_mib=results["12_standard"] / 2**20,
+        shape=f"B={batch}, L={length}+{length}, D={dim}",
+    )
 
 
 def fusion_step_row(repeats: int, encoder: str, size: int, batch: int) -> dict[str, Any]:
@@ -128,14 +164,25 @@ def fusion_step_row(repeats: int, encoder: str, size: int, batch: int) -> dict[s
     for name, (fusion, stages, detach) in variants.items():
         torch.manual_seed(0)
         model = SegmentationFusionModel(
-            ["rgb", "depth"], {"rgb": 3, "depth": 1}, 40, (size, size), encoder=encoder, fusion=fusion,
-            fuse_stages=stages, dim=64, flow={"blocks": 12, "detach_nll": detach}, head_dim=128,
+            ["rgb", "depth"],
+            {"rgb": 3, "depth": 1},
+            40,
+            (size, size),
+            encoder=encoder,
+            fusion=fusion,
+            fuse_stages=stages,
+            dim=64,
+            flow={"blocks": 12, "detach_nll": detach},
+            head_dim=128,
         ).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        batch_data = {"rgb": torch.randn(batch, 3, size, size), "depth": torch.randn(batch, 1, size, size)}
+        batch_data = {
+            "rgb": torch.randn(batch, 3, size, size),
+            "depth": torch.randn(batch, 1, size, size),
+        }
         target = torch.randint(0, 40, (batch, size, size))
 
-        def step(model=model, optimizer=optimizer, batch_data=batch_data) -> None:
+        def step(model=model, optimizer=optimizer, batch_data=batch_data, target=target) -> None:
             out = model(batch_data)
             loss = F.cross_entropy(out.logits, target)
             if out.bits_per_dim is not None:
@@ -145,11 +192,15 @@ def fusion_step_row(repeats: int, encoder: str, size: int, batch: int) -> dict[s
             optimizer.step()
 
         times[name] = median_ms(step, repeats)
-    return row("5. fusion training step, MANGO (12 blocks) vs concatenation, same encoders",
-               times["mango"], times["concat"], "<= 1.5x slower",
-               shape=f"{encoder}, {size}x{size}, batch {batch}, flow at stages 2 and 3",
-               ratio_without_detached_nll_pass=times["mango_nll_into_encoders"] / times["concat"],
-               ratio_flow_at_stage_3_only=times["mango_stage3_only"] / times["concat"])
+    return row(
+        "5. fusion training step, MANGO (12 blocks) vs concatenation, same encoders",
+        times["mango"],
+        times["concat"],
+        "<= 1.5x slower",
+        shape=f"{encoder}, {size}x{size}, batch {batch}, flow at stages 2 and 3",
+        ratio_without_detached_nll_pass=times["mango_nll_into_encoders"] / times["concat"],
+        ratio_flow_at_stage_3_only=times["mango_stage3_only"] / times["concat"],
+    )
 
 
 @torch.no_grad()
@@ -159,12 +210,22 @@ def scaling_table(batch: int, dim: int, lengths: list[int], repeats: int) -> lis
     for length in lengths:
         layer = _ica(length, dim)
         x = torch.randn(batch, 2 * length, dim)
-        forward = median_ms(lambda: layer(x), repeats)
-        inverse = median_ms(lambda: layer.inverse(layer(x)[0]), max(1, repeats // 2)) - forward
+        forward = median_ms(lambda layer=layer, x=x: layer(x), repeats)
+        inverse = median_ms(
+            lambda layer=layer, x=x: layer.inverse(layer(x)[0]), max(1, repeats // 2)
+        )
+        inverse -= forward
         with torch.enable_grad():
-            memory = saved_bytes(lambda: layer(x.requires_grad_())[0].sum()) / 2**20
-        table.append({"tokens_per_modality": length, "forward_ms": forward, "inverse_ms": inverse,
-                      "activation_mib": memory})
+            memory = saved_bytes(lambda layer=layer, x=x: layer(x.requires_grad_())[0].sum())
+            memory /= 2**20
+        table.append(
+            {
+                "tokens_per_modality": length,
+                "forward_ms": forward,
+                "inverse_ms": inverse,
+                "activation_mib": memory,
+            }
+        )
     return table
 
 
@@ -178,9 +239,12 @@ def run(out: str | Path | None = None, quick: bool = False) -> dict[str, Any]:
     lengths = [256, 512, 1024] if quick else [256, 512, 1024, 2048, 4096]
     scaling = scaling_table(2 if quick else 4, 64, lengths, repeats)
     result = {
-        "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
-                    "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        },
         "rows": rows,
         "scaling": scaling,
     }
@@ -195,20 +259,35 @@ def _print(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"mango bench ({result['machine']['device']}, {result['machine']['threads']} threads)")
+    table = Table(
+        title=f"mango bench ({result['machine']['device']}, {result['machine']['threads']} threads)"
+    )
     for column in ("row", "mango", "baseline", "ratio", "goal"):
         table.add_column(column)
     for r in result["rows"]:
-        table.add_row(r["row"], f"{r['mango']:.1f} {r['unit']}", f"{r['baseline']:.1f} {r['unit']}",
-                      f"{r['ratio']:.2f}x", r["goal"])
+        table.add_row(
+            r["row"],
+            f"{r['mango']:.1f} {r['unit']}",
+            f"{r['baseline']:.1f} {r['unit']}",
+            f"{r['ratio']:.2f}x",
+            r["goal"],
+        )
     console.print(table)
     for r in result["rows"]:
-        notes = {k: v for k, v in r.items() if k not in ("row", "mango", "baseline", "ratio", "goal", "unit")}
+        notes = {
+            k: v
+            for k, v in r.items()
+            if k not in ("row", "mango", "baseline", "ratio", "goal", "unit")
+        }
         console.print(f"[dim]{r['row'][:2]} {notes}[/dim]")
     scaling = Table(title="ICA scaling (fused forward, dense inverse)")
     for column in ("tokens per modality", "forward ms", "inverse ms", "activation MiB"):
         scaling.add_column(column)
     for s in result["scaling"]:
-        scaling.add_row(str(s["tokens_per_modality"]), f"{s['forward_ms']:.1f}", f"{s['inverse_ms']:.1f}",
-                        f"{s['activation_mib']:.1f}")
+        scaling.add_row(
+            str(s["tokens_per_modality"]),
+            f"{s['forward_ms']:.1f}",
+            f"{s['inverse_ms']:.1f}",
+            f"{s['activation_mib']:.1f}",
+        )
     console.print(scaling)

@@ -44,7 +44,9 @@ def _root(
 
 
 DataOpt = typer.Option(None, "--data", help="Dataset root folder (sets data.root).")
-SetOpt = typer.Option([], "--set", help="Override a config field: --set trainer.max_steps=100 (repeatable).")
+SetOpt = typer.Option(
+    [], "--set", help="Override a config field: --set trainer.max_steps=100 (repeatable)."
+)
 
 
 def _progress() -> bool:
@@ -53,17 +55,31 @@ def _progress() -> bool:
 
 @app.command()
 def train(
-    config: Path = typer.Option(None, "--config", "-c", help="YAML run config (see configs/); with --resume, defaults to OUT/config.yaml."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="YAML run config (see configs/); with --resume, defaults to OUT/config.yaml.",
+    ),
     data: Path = DataOpt,
-    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run folder for checkpoints, logs, weights."),
-    max_steps: int = typer.Option(None, "--max-steps", help="Stop after N optimisation steps (sets trainer.max_steps)."),
-    devices: int = typer.Option(None, "--devices", help="Number of devices/processes (sets trainer.devices)."),
-    strategy: str = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp (sets trainer.strategy)."),
+    out: Path = typer.Option(
+        Path("runs/latest"), "--out", "-o", help="Run folder for checkpoints, logs, weights."
+    ),
+    max_steps: int = typer.Option(
+        None, "--max-steps", help="Stop after N optimisation steps (sets trainer.max_steps)."
+    ),
+    devices: int = typer.Option(
+        None, "--devices", help="Number of devices/processes (sets trainer.devices)."
+    ),
+    strategy: str = typer.Option(
+        None, "--strategy", help="Lightning strategy, e.g. ddp (sets trainer.strategy)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt."),
     overrides: list[str] = SetOpt,
 ) -> None:
     """Train a model; writes OUT/checkpoints/last.ckpt, OUT/config.yaml, logs and weights.safetensors."""
-    from mango.train.run import load_config, train as run_train
+    from mango.train.run import load_config
+    from mango.train.run import train as run_train
 
     if config is None:
         if not resume:
@@ -75,13 +91,20 @@ def train(
             extra.append(f"trainer.{key}={value}")
     task, cfg = load_config(config, extra, data)
     result = run_train(task, cfg, out, resume=resume, progress=_progress())
-    summary = ", ".join(f"{k}={v:.2f}" for k, v in result.val_metrics.items() if isinstance(v, float))
-    typer.echo(f"trained {result.steps} steps -> {result.checkpoint}" + (f" ({summary})" if summary else ""))
+    summary = ", ".join(
+        f"{k}={v:.2f}" for k, v in result.val_metrics.items() if isinstance(v, float)
+    )
+    typer.echo(
+        f"trained {result.steps} steps -> {result.checkpoint}"
+        + (f" ({summary})" if summary else "")
+    )
 
 
 @app.command("eval")
 def evaluate(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint written by mango train."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="A checkpoint written by mango train."
+    ),
     data: Path = DataOpt,
     split: str = typer.Option("test", "--split", help="Split to evaluate: train, val or test."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the metrics JSON here."),
@@ -96,7 +119,9 @@ def evaluate(
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint written by mango train."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="A checkpoint written by mango train."
+    ),
     data: Path = DataOpt,
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the prediction images."),
     split: str = typer.Option("test", "--split", help="Split to predict."),
@@ -122,7 +147,9 @@ def data_check(
     from mango.tasks.base import get_task
 
     if layout not in ("nyudv2", "sunrgbd", "taskonomy", "mmimdb"):
-        raise MangoError(f"--layout: unknown layout {layout!r}; choose nyudv2, sunrgbd, taskonomy or mmimdb")
+        raise MangoError(
+            f"--layout: unknown layout {layout!r}; choose nyudv2, sunrgbd, taskonomy or mmimdb"
+        )
     if not data.is_dir():
         raise MangoError(f"{data}: dataset folder not found")
     report = get_task(layout).check_data(data)
@@ -137,8 +164,12 @@ def data_check(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for metrics.json, report.html and figures."),
-    quick: bool = typer.Option(False, "--quick", help="A shorter run (about 2 minutes on 2 CPU cores)."),
+    out: Path = typer.Option(
+        Path("demo-out"), "--out", "-o", help="Folder for metrics.json, report.html and figures."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="A shorter run (about 2 minutes on 2 CPU cores)."
+    ),
 ) -> None:
     """Train fusion, RGB-only and depth-only models on synthetic RGB-D scenes; write a report."""
     from mango.demo import run_demo

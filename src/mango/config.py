@@ -28,9 +28,13 @@ class Section(BaseModel):
 class FlowSettings(Section):
     """The MANGO flow used for fusion (DESIGN.md §3)."""
 
-    blocks: int = Field(12, ge=1, description="number of MANGO blocks (paper: 12; ablation 6/8/12/16)")
+    blocks: int = Field(
+        12, ge=1, description="number of MANGO blocks (paper: 12; ablation 6/8/12/16)"
+    )
     partitions: list[Literal["mmca", "imca", "lica"]] = Field(
-        default_factory=lambda: list(PARTITIONS), min_length=1, description="ICA partitions per block"
+        default_factory=lambda: list(PARTITIONS),
+        min_length=1,
+        description="ICA partitions per block",
     )
     attention: Literal["gated", "softmax", "half", "identity_plus"] = "gated"
     coupling_hidden: int = Field(64, ge=1)
@@ -98,7 +102,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML ({error.__class__.__name__})") from None
+        raise ConfigError(
+            f"--set {item!r}: value is not valid YAML ({error.__class__.__name__})"
+        ) from None
     return path, value
 
 

@@ -27,11 +27,20 @@ DEMO_CONFIG: dict[str, Any] = {
     "flow": {"blocks": 4, "coupling_hidden": 64},
     "loss": {"nll_weight": 0.1},
     "optim": {"lr": 2e-3, "head_lr_mult": 1.0, "warmup_steps": 20, "schedule": "cosine"},
-    "trainer": {"max_steps": 400, "batch_size": 16, "steps_per_checkpoint": 100, "log_every": 10,
-                "accelerator": "cpu"},
+    "trainer": {
+        "max_steps": 400,
+        "batch_size": 16,
+        "steps_per_checkpoint": 100,
+        "log_every": 10,
+        "accelerator": "cpu",
+    },
 }
-QUICK_OVERRIDES = ["trainer.max_steps=150", "trainer.steps_per_checkpoint=50", "data.test_scenes=100",
-                   "data.size=48"]
+QUICK_OVERRIDES = [
+    "trainer.max_steps=150",
+    "trainer.steps_per_checkpoint=50",
+    "data.test_scenes=100",
+    "data.size=48",
+]
 MODELS = {
     "fusion": ["model.fusion=mango", "model.modalities=[rgb, depth]"],
     "rgb_only": ["model.fusion=single", "model.modalities=[rgb]"],
@@ -47,7 +56,9 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> str
     metrics: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
     for name, overrides in MODELS.items():
-        task, cfg = build_config(DEMO_CONFIG, "demo config", (QUICK_OVERRIDES if quick else []) + overrides)
+        task, cfg = build_config(
+            DEMO_CONFIG, "demo config", (QUICK_OVERRIDES if quick else []) + overrides
+        )
         run_dir = runs / name
         if run_dir.exists():
             shutil.rmtree(run_dir)  # the demo's own previous run: it is retrained from scratch
@@ -70,7 +81,9 @@ def run_demo(out: str | Path, quick: bool = False, progress: bool = True) -> str
     )
 
 
-def _write_report(out: Path, metrics: dict[str, dict[str, Any]], seconds: dict[str, float], quick: bool) -> Path:
+def _write_report(
+    out: Path, metrics: dict[str, dict[str, Any]], seconds: dict[str, float], quick: bool
+) -> Path:
     from mango.report import (
         Section,
         read_lightning_csv,
@@ -91,14 +104,17 @@ def _write_report(out: Path, metrics: dict[str, dict[str, Any]], seconds: dict[s
         for sample in shown:
             batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor)}
             predictions = {
-                name: model(batch).logits.argmax(1)[0].numpy() for name, (_, _, model) in models.items()
+                name: model(batch).logits.argmax(1)[0].numpy()
+                for name, (_, _, model) in models.items()
             }
-            rows.append({
-                "rgb": task.display_rgb(sample["rgb"]) / 255.0,
-                "depth": sample["depth"][0].numpy(),
-                "target": sample["mask"].numpy(),
-                "predictions": predictions,
-            })
+            rows.append(
+                {
+                    "rgb": task.display_rgb(sample["rgb"]) / 255.0,
+                    "depth": sample["depth"][0].numpy(),
+                    "target": sample["mask"].numpy(),
+                    "predictions": predictions,
+                }
+            )
     figures = out / "figures"
     grid_png = save_prediction_grid(figures / "predictions.png", rows, class_names)
 
@@ -108,12 +124,19 @@ def _write_report(out: Path, metrics: dict[str, dict[str, Any]], seconds: dict[s
         curves[name] = {k: v for k, v in log.items() if k in ("train/task_loss", "val/miou")}
     curves_png = save_learning_curves(figures / "learning_curves.png", curves)
 
-    attention_pngs, roundtrip = _attention_figures(fusion_model, shown[0], task, cfg, figures, save_attention_maps)
+    attention_pngs, roundtrip = _attention_figures(
+        fusion_model, shown[0], task, cfg, figures, save_attention_maps
+    )
 
     table = [
-        {"model": name, "test mIoU (%)": m["miou"], "pixel acc (%)": m["pixel_acc"],
-         "mean acc (%)": m["mean_acc"], "bits/dim": m.get("bits_per_dim", float("nan")),
-         "train time (s)": seconds[name]}
+        {
+            "model": name,
+            "test mIoU (%)": m["miou"],
+            "pixel acc (%)": m["pixel_acc"],
+            "mean acc (%)": m["mean_acc"],
+            "bits/dim": m.get("bits_per_dim", float("nan")),
+            "train time (s)": seconds[name],
+        }
         for name, m in metrics.items()
     ]
     best_single = max(metrics["rgb_only"]["miou"], metrics["depth_only"]["miou"])
@@ -126,7 +149,8 @@ def _write_report(out: Path, metrics: dict[str, dict[str, Any]], seconds: dict[s
             f"{metrics['fusion']['miou'] - best_single:+.1f} points over the better single modality. "
             "The scenes are built so that two object classes share a colour and differ only in depth "
             "shape (dome vs pit), and two share a shape and differ only in colour: a single modality "
-            "cannot tell them apart." + (" (Quick run: fewer steps and smaller scenes.)" if quick else ""),
+            "cannot tell them apart."
+            + (" (Quick run: fewer steps and smaller scenes.)" if quick else ""),
             table=table,
         ),
         Section(
@@ -147,13 +171,17 @@ def _write_report(out: Path, metrics: dict[str, dict[str, Any]], seconds: dict[s
             "A = (1 - α) I + α P, with the learned gate α in the title. Row i may only attend to tokens "
             "j >= i (raster order), "
             f"which makes the layer triangular and exactly invertible. {roundtrip}",
-            images=[(p.relative_to(out).as_posix(), p.stem.replace("_", " ")) for p in attention_pngs],
+            images=[
+                (p.relative_to(out).as_posix(), p.stem.replace("_", " ")) for p in attention_pngs
+            ],
         ),
     ]
     return write_report(out, "MANGO demo: flow fusion on synthetic RGB-D scenes", sections)
 
 
-def _attention_figures(model, sample, task, cfg, figures: Path, save_attention_maps) -> tuple[list[Path], str]:
+def _attention_figures(
+    model, sample, task, cfg, figures: Path, save_attention_maps
+) -> tuple[list[Path], str]:
     stage = cfg.model.fuse_stages[0]
     batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor)}
     flow = model.stages[stage].fusion.flow
@@ -171,28 +199,47 @@ def _attention_figures(model, sample, task, cfg, figures: Path, save_attention_m
     for m in maps:
         if m.partition == "mmca" and m.variant == 1 and m.block in (0, len(flow) - 1):
             gate = _gate(flow, m)
-            paths.append(save_attention_maps(
-                figures / f"attention_block{m.block + 1}_mmca1.png", rgb, depth,
-                m.probabilities[0].numpy(), grid, queries,
-                f"Block {m.block + 1}, MMCA v1: RGB tokens choose which depth tokens mix (gate α = {gate:.2f})",
-            ))
-    note = (f"The trained flow maps these tokens to its latent and back with relative error {error:.1e} "
-            "(float32).")
+            paths.append(
+                save_attention_maps(
+                    figures / f"attention_block{m.block + 1}_mmca1.png",
+                    rgb,
+                    depth,
+                    m.probabilities[0].numpy(),
+                    grid,
+                    queries,
+                    f"Block {m.block + 1}, MMCA v1: RGB tokens choose which depth tokens mix (gate α = {gate:.2f})",
+                )
+            )
+    note = (
+        f"The trained flow maps these tokens to its latent and back with relative error {error:.1e} "
+        "(float32)."
+    )
     return paths, note
 
 
 def _gate(flow, attention_map) -> float:
     block = flow.layers[attention_map.block]
     for layer in block:
-        if getattr(layer, "partition", None) == attention_map.partition and layer.variant == attention_map.variant:
-            return float(torch.sigmoid(layer.gate.detach())) if layer.gate is not None else float("nan")
+        if (
+            getattr(layer, "partition", None) == attention_map.partition
+            and layer.variant == attention_map.variant
+        ):
+            return (
+                float(torch.sigmoid(layer.gate.detach()))
+                if layer.gate is not None
+                else float("nan")
+            )
     return float("nan")
 
 
 def _query_tokens(mask: np.ndarray, grid: tuple[int, int]) -> list[int]:
     """Up to three token indices that sit on objects (not background), early in raster order."""
     h, w = grid
-    cells = mask.reshape(h, mask.shape[0] // h, w, mask.shape[1] // w).transpose(0, 2, 1, 3).reshape(h * w, -1)
+    cells = (
+        mask.reshape(h, mask.shape[0] // h, w, mask.shape[1] // w)
+        .transpose(0, 2, 1, 3)
+        .reshape(h * w, -1)
+    )
     on_object = [i for i in range(h * w) if (cells[i] > 0).mean() > 0.5]
-    chosen = on_object[: len(on_object) // 2: max(1, len(on_object) // 6)][:3]
+    chosen = on_object[: len(on_object) // 2 : max(1, len(on_object) // 6)][:3]
     return chosen or [0, (h * w) // 3, (h * w) // 2]

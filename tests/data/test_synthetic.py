@@ -133,7 +133,7 @@ def _features(sample: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _pixels(split: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     scenes = SyntheticScenes(n, split=split, size=32)
-    rgb, depth, mask = zip(*(_features(scenes[i]) for i in range(n)))
+    rgb, depth, mask = zip(*(_features(scenes[i]) for i in range(n)), strict=True)
     return np.concatenate(rgb), np.concatenate(depth), np.concatenate(mask)
 
 

@@ -17,7 +17,10 @@ def test_memory_saving_gradients_equal_standard(tokens):
     init = torch.randn(16, sum(tokens), 4, dtype=torch.float64) * 2 + 1
     standard(init)  # data-dependent ActNorm initialisation in both, from the same batch
     saving(init)
-    assert torch.equal(standard.state_dict()["layers.0.layers.0.log_scale"], saving.state_dict()["layers.0.layers.0.log_scale"])
+    assert torch.equal(
+        standard.state_dict()["layers.0.layers.0.log_scale"],
+        saving.state_dict()["layers.0.layers.0.log_scale"],
+    )
     with torch.no_grad():
         for p, q in zip(standard.parameters(), saving.parameters(), strict=True):
             p.add_(0.1 * torch.randn_like(p))
@@ -45,7 +48,9 @@ def test_memory_saving_stores_no_intermediate_activations():
     for saving in (False, True):
         flow = MangoFlow(8, (8, 8), blocks=4, memory_saving=saving).eval()
         saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t, saved=saved: saved.append(t.numel()) or t, lambda t: t
+        ):
             flow(x.requires_grad_())
         counts.append(sum(saved))
     assert counts[1] * 20 < counts[0], counts

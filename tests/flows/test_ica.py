@@ -130,16 +130,22 @@ def test_flows_never_use_dense_determinants_or_inverses():
     assert not re.search(r"slogdet|pinv|linalg\.inv\b|\.det\(|torch\.inverse", code)
 
 
-@pytest.mark.parametrize("partition,variant,tokens", [("mmca", 1, (9, 6)), ("imca", 3, (8, 8)), ("lica", 2, (5, 7))])
+@pytest.mark.parametrize(
+    "partition,variant,tokens", [("mmca", 1, (9, 6)), ("imca", 3, (8, 8)), ("lica", 2, (5, 7))]
+)
 @pytest.mark.parametrize("key_dim", [None, 3, 9])
 def test_fused_forward_and_gradients_equal_dense(partition, variant, tokens, key_dim):
     """The fused kernel's hand-written backward (through the log-sum-exp) matches autograd on A."""
     torch.manual_seed(0)
-    dense = InvertibleCrossAttention(5, tokens, partition, variant, key_dim=key_dim, fused=False).double()
+    dense = InvertibleCrossAttention(
+        5, tokens, partition, variant, key_dim=key_dim, fused=False
+    ).double()
     with torch.no_grad():
         for p in dense.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    fused = InvertibleCrossAttention(5, tokens, partition, variant, key_dim=key_dim, fused=True).double()
+    fused = InvertibleCrossAttention(
+        5, tokens, partition, variant, key_dim=key_dim, fused=True
+    ).double()
     fused.load_state_dict(dense.state_dict())
     if partition == "lica":
         fused.mixing.permutation.copy_(dense.mixing.permutation)
@@ -150,7 +156,9 @@ def test_fused_forward_and_gradients_equal_dense(partition, variant, tokens, key
         y, logdet = layer(xi)
         weight = torch.linspace(-1, 1, y.numel(), dtype=torch.float64).reshape(y.shape)
         ((y * weight).sum() + 0.7 * logdet.sum()).backward()
-        grads.append((y.detach(), logdet.detach(), xi.grad, [p.grad.clone() for p in layer.parameters()]))
+        grads.append(
+            (y.detach(), logdet.detach(), xi.grad, [p.grad.clone() for p in layer.parameters()])
+        )
         layer.zero_grad()
     (y_d, ld_d, gx_d, gp_d), (y_f, ld_f, gx_f, gp_f) = grads
     assert torch.allclose(y_d, y_f, atol=1e-12) and torch.allclose(ld_d, ld_f, atol=1e-12)
@@ -171,4 +179,6 @@ def test_no_grad_inverse_equals_autograd_inverse(attention):
     x_grad, ld_grad = layer.inverse(y)
     with torch.no_grad():
         x_fast, ld_fast = layer.inverse(y)
-    assert torch.allclose(x_grad, x_fast, atol=1e-12) and torch.allclose(ld_grad, ld_fast, atol=1e-12)
+    assert torch.allclose(x_grad, x_fast, atol=1e-12) and torch.allclose(
+        ld_grad, ld_fast, atol=1e-12
+    )

@@ -32,7 +32,9 @@ def ica_cases():
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "dense"])
 def test_ica(tokens, partition, variant, attention, fused, layer_check, perturbed):
     torch.manual_seed(0)
-    layer = InvertibleCrossAttention(3, tokens, partition, variant, attention=attention, fused=fused)
+    layer = InvertibleCrossAttention(
+        3, tokens, partition, variant, attention=attention, fused=fused
+    )
     perturbed(layer)
     layer_check(layer, torch.randn(2, sum(tokens), 3))
 

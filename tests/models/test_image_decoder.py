@@ -13,12 +13,17 @@ from mango.models.heads.image_decoder import ImageDecoder
 
 @settings(max_examples=15, deadline=None)
 @given(
-    batch=st.integers(1, 3), channels=st.integers(1, 24), h=st.integers(1, 5),
-    w=st.integers(1, 5), steps=st.integers(0, 3), width=st.sampled_from([2, 4, 12, 32]),
+    batch=st.integers(1, 3),
+    channels=st.integers(1, 24),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    steps=st.integers(0, 3),
+    width=st.sampled_from([2, 4, 12, 32]),
     out=st.sampled_from([1, 3]),
 )
-def test_decoder_shapes_and_range(batch: int, channels: int, h: int, w: int, steps: int,
-                                  width: int, out: int) -> None:
+def test_decoder_shapes_and_range(
+    batch: int, channels: int, h: int, w: int, steps: int, width: int, out: int
+) -> None:
     head = ImageDecoder(channels, out, upsample_steps=steps, width=width)
     y = head(torch.randn(batch, channels, h, w) * 10)
     assert y.shape == (batch, out, h * 2**steps, w * 2**steps)

@@ -64,8 +64,11 @@ def test_load_round_trip_and_errors(net: FIDInceptionV3, tmp_path: Path) -> None
         load_fid_inception(garbage)
     for name, bad, message in (
         ("missing", {}, "missing key Conv2d_1a_3x3.conv.weight"),
-        ("shape", {"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 5, 5)},
-         r"key Conv2d_1a_3x3.conv.weight has shape \(32, 3, 5, 5\), expected \(32, 3, 3, 3\)"),
+        (
+            "shape",
+            {"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 5, 5)},
+            r"key Conv2d_1a_3x3.conv.weight has shape \(32, 3, 5, 5\), expected \(32, 3, 3, 3\)",
+        ),
         ("extra", {"AuxLogits.fc.weight": torch.zeros(1)}, "unexpected key AuxLogits.fc.weight"),
         ("list", [1, 2], "expected a state dict, found list"),
     ):

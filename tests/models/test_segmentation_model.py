@@ -14,8 +14,17 @@ CHANNELS = {"rgb": 3, "depth": 1}
 def _model(fusion="mango", modalities=("rgb", "depth"), **kwargs):
     torch.manual_seed(0)
     return SegmentationFusionModel(
-        list(modalities), CHANNELS, 5, (32, 32), encoder="conv-tiny", fusion=fusion,
-        fuse_stages=kwargs.pop("fuse_stages", [2]), dim=8, flow={"blocks": 1}, head_dim=16, **kwargs,
+        list(modalities),
+        CHANNELS,
+        5,
+        (32, 32),
+        encoder="conv-tiny",
+        fusion=fusion,
+        fuse_stages=kwargs.pop("fuse_stages", [2]),
+        dim=8,
+        flow={"blocks": 1},
+        head_dim=16,
+        **kwargs,
     )
 
 
@@ -23,9 +32,14 @@ def _batch():
     return {"rgb": torch.randn(2, 3, 32, 32), "depth": torch.randn(2, 1, 32, 32)}
 
 
-@pytest.mark.parametrize("fusion,modalities,has_flow", [
-    ("mango", ("rgb", "depth"), True), ("concat", ("rgb", "depth"), False), ("single", ("depth",), False),
-])
+@pytest.mark.parametrize(
+    "fusion,modalities,has_flow",
+    [
+        ("mango", ("rgb", "depth"), True),
+        ("concat", ("rgb", "depth"), False),
+        ("single", ("depth",), False),
+    ],
+)
 def test_modes_share_the_interface(fusion, modalities, has_flow):
     out = _model(fusion, modalities)(_batch())
     assert out.logits.shape == (2, 5, 32, 32)
@@ -57,11 +71,14 @@ def test_missing_modality_and_wrong_size_are_clear():
         model({"rgb": torch.randn(1, 3, 48, 48), "depth": torch.randn(1, 1, 48, 48)})
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"fusion": "sum"}, "model.fusion"),
-    ({"fusion": "single"}, "takes one modality"),
-    ({"fuse_stages": [5]}, "model.fuse_stages"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"fusion": "sum"}, "model.fusion"),
+        ({"fusion": "single"}, "takes one modality"),
+        ({"fuse_stages": [5]}, "model.fuse_stages"),
+    ],
+)
 def test_bad_settings_are_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         _model(**kwargs)

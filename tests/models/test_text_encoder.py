@@ -57,11 +57,14 @@ def test_shapes_and_padding(minilm: TextTokenEncoder) -> None:
 
 
 def test_similar_sentences_are_closer(minilm: TextTokenEncoder) -> None:
-    emb = _mean_pooled(minilm, [
-        "A man is playing a guitar on stage.",
-        "Someone performs a song on an acoustic guitar.",
-        "The central bank raised interest rates again.",
-    ])
+    emb = _mean_pooled(
+        minilm,
+        [
+            "A man is playing a guitar on stage.",
+            "Someone performs a song on an acoustic guitar.",
+            "The central bank raised interest rates again.",
+        ],
+    )
     similar, unrelated = float(emb[0] @ emb[1]), float(emb[0] @ emb[2])
     assert similar > unrelated + 0.3
 

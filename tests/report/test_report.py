@@ -133,8 +133,10 @@ def test_read_lightning_csv_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("metrics", "size"), [(1, (460, 340)), (3, (1380, 340)), (4, (1380, 680))])
 def test_learning_curves(tmp_path: Path, metrics: int, size: tuple[int, int]) -> None:
     curves = {
-        model: {f"metric {k}": [(s, float(s * (m + 1) + k)) for s in range(0, 50, 10)]
-                for k in range(metrics)}
+        model: {
+            f"metric {k}": [(s, float(s * (m + 1) + k)) for s in range(0, 50, 10)]
+            for k in range(metrics)
+        }
         for m, model in enumerate(("fusion", "rgb_only"))
     }
     del curves["rgb_only"]["metric 0"]  # a model may miss a metric
@@ -226,8 +228,10 @@ def test_write_report(tmp_path: Path) -> None:
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     rows = re.findall(r"<tr>(.*?)</tr>", text)
     assert rows[0] == "<th>model</th><th>miou</th><th>steps</th><th>ok</th><th>note</th>"
-    assert rows[1] == ('<td>fusion</td><td class="number">91.23</td><td class="number">600</td>'
-                       "<td>True</td><td></td>")
+    assert rows[1] == (
+        '<td>fusion</td><td class="number">91.23</td><td class="number">600</td>'
+        "<td>True</td><td></td>"
+    )
     assert rows[2] == (
         '<td>rgb_only</td><td class="number">45.68</td><td></td><td></td><td>a&lt;b</td>'
     )

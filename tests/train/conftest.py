@@ -11,13 +11,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "synthetic-smoke.yaml"
 #: smaller than the smoke config so the tests stay fast
-FAST = ["--set", "data.train_scenes=32", "--set", "data.val_scenes=8", "--set", "data.test_scenes=8"]
+FAST = [
+    "--set",
+    "data.train_scenes=32",
+    "--set",
+    "data.val_scenes=8",
+    "--set",
+    "data.test_scenes=8",
+]
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run `mango ...` in a fresh interpreter (as a user would), capturing its output."""
     return subprocess.run(
-        [sys.executable, "-m", "mango.cli", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "mango.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         cwd=ROOT,
     )
 

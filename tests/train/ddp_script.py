@@ -32,8 +32,14 @@ class DumpRankWeights(pl.Callback):
 if __name__ == "__main__":
     config, out = Path(sys.argv[1]), Path(sys.argv[2])
     overrides = [
-        "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.max_steps=6",
-        "trainer.steps_per_checkpoint=3", "data.train_scenes=32", "data.val_scenes=4", "data.test_scenes=4",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.max_steps=6",
+        "trainer.steps_per_checkpoint=3",
+        "data.train_scenes=32",
+        "data.val_scenes=4",
+        "data.test_scenes=4",
     ]
     task, cfg = load_config(config, overrides)
     out.mkdir(parents=True, exist_ok=True)

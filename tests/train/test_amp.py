@@ -12,12 +12,23 @@ from mango.models.segmentation import SegmentationFusionModel
 def test_200_bf16_autocast_steps_stay_finite_and_invertible():
     torch.manual_seed(0)
     model = SegmentationFusionModel(
-        ["rgb", "depth"], {"rgb": 3, "depth": 1}, 5, (32, 32), encoder="conv-tiny", fusion="mango",
-        fuse_stages=[2], dim=8, flow={"blocks": 2, "coupling_hidden": 16}, head_dim=16,
+        ["rgb", "depth"],
+        {"rgb": 3, "depth": 1},
+        5,
+        (32, 32),
+        encoder="conv-tiny",
+        fusion="mango",
+        fuse_stages=[2],
+        dim=8,
+        flow={"blocks": 2, "coupling_hidden": 16},
+        head_dim=16,
     ).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     scenes = SyntheticScenes(64, "train", size=32)
-    batches = [torch.utils.data.default_collate([scenes[i] for i in range(j, j + 8)]) for j in range(0, 64, 8)]
+    batches = [
+        torch.utils.data.default_collate([scenes[i] for i in range(j, j + 8)])
+        for j in range(0, 64, 8)
+    ]
     losses = []
     for step in range(200):
         batch = batches[step % len(batches)]
@@ -25,7 +36,9 @@ def test_200_bf16_autocast_steps_stay_finite_and_invertible():
             out = model(batch)
             assert out.logits.dtype == torch.bfloat16  # the head really ran in bf16
             assert out.bits_per_dim.dtype == torch.float32  # the flow did not
-            loss = F.cross_entropy(out.logits.float(), batch["mask"]) + 0.1 * out.bits_per_dim.mean()
+            loss = (
+                F.cross_entropy(out.logits.float(), batch["mask"]) + 0.1 * out.bits_per_dim.mean()
+            )
         assert torch.isfinite(loss), f"step {step}: {loss}"
         optimizer.zero_grad()
         loss.backward()

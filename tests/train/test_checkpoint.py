@@ -41,7 +41,9 @@ def test_newer_version_is_refused(tmp_path):
 def test_architecture_mismatch_names_the_key():
     model = {"a.weight": torch.zeros(2, 3), "b.bias": torch.zeros(4)}
     with pytest.raises(CheckpointError, match=r"'a.weight' has shape \(3, 3\)"):
-        check_architecture({"a.weight": torch.zeros(3, 3), "b.bias": torch.zeros(4)}, model, "x.ckpt")
+        check_architecture(
+            {"a.weight": torch.zeros(3, 3), "b.bias": torch.zeros(4)}, model, "x.ckpt"
+        )
     with pytest.raises(CheckpointError, match="lacks 'b.bias'"):
         check_architecture({"a.weight": torch.zeros(2, 3)}, model, "x.ckpt")
     with pytest.raises(CheckpointError, match="unexpected key 'c'"):

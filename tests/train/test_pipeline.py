@@ -18,13 +18,22 @@ from mango.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "synthetic-smoke.yaml"
-FAST = ["--set", "data.train_scenes=32", "--set", "data.val_scenes=8", "--set", "data.test_scenes=8"]
+FAST = [
+    "--set",
+    "data.train_scenes=32",
+    "--set",
+    "data.val_scenes=8",
+    "--set",
+    "data.test_scenes=8",
+]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    assert main(["train", "--config", str(SMOKE), "--out", str(run), "--max-steps", "20", *FAST]) == 0
+    assert (
+        main(["train", "--config", str(SMOKE), "--out", str(run), "--max-steps", "20", *FAST]) == 0
+    )
     return run
 
 
@@ -43,12 +52,28 @@ def test_train_writes_checkpoint_config_logs_weights(trained):
 
 def test_eval_and_predict(trained, tmp_path, capsys):
     out = tmp_path / "m.json"
-    assert main(["eval", "--checkpoint", str(trained / "checkpoints" / "last.ckpt"), "--out", str(out)]) == 0
+    assert (
+        main(
+            ["eval", "--checkpoint", str(trained / "checkpoints" / "last.ckpt"), "--out", str(out)]
+        )
+        == 0
+    )
     metrics = json.loads(out.read_text())
     assert {"miou", "pixel_acc", "mean_acc", "per_class_iou", "bits_per_dim"} <= metrics.keys()
     assert 0 <= metrics["miou"] <= 100 and metrics["samples"] == 8
     pred = tmp_path / "pred"
-    assert main(["predict", "--checkpoint", str(trained / "checkpoints" / "last.ckpt"), "--out", str(pred)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(trained / "checkpoints" / "last.ckpt"),
+                "--out",
+                str(pred),
+            ]
+        )
+        == 0
+    )
     assert len(list(pred.glob("test_*_panel.png"))) == 8
 
 
@@ -61,8 +86,19 @@ def test_refuses_to_overwrite_a_run(trained, capsys):
 
 
 def test_resume_refuses_another_architecture(trained, capsys):
-    code = main(["train", "--config", str(SMOKE), "--out", str(trained), "--resume", *FAST,
-                 "--set", "model.dim=8"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(SMOKE),
+            "--out",
+            str(trained),
+            "--resume",
+            *FAST,
+            "--set",
+            "model.dim=8",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and "different architecture" in err[0], err
 
@@ -87,8 +123,15 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
-    args = ["--config", str(SMOKE), *FAST, "--max-steps", "40",
-            "--set", "trainer.steps_per_checkpoint=10"]
+    args = [
+        "--config",
+        str(SMOKE),
+        *FAST,
+        "--max-steps",
+        "40",
+        "--set",
+        "trainer.steps_per_checkpoint=10",
+    ]
     straight = tmp_path / "straight"
     assert main(["train", "--out", str(straight), *args]) == 0
 
@@ -96,7 +139,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "mango.cli", "train", "--out", str(killed), *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     checkpoint = killed / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
@@ -116,10 +161,20 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
 def test_sigint_stops_cleanly_and_keeps_the_checkpoint(tmp_path):
     run = tmp_path / "run"
-    args = ["--config", str(SMOKE), *FAST, "--max-steps", "100000", "--set", "trainer.steps_per_checkpoint=10"]
+    args = [
+        "--config",
+        str(SMOKE),
+        *FAST,
+        "--max-steps",
+        "100000",
+        "--set",
+        "trainer.steps_per_checkpoint=10",
+    ]
     process = subprocess.Popen(
         [sys.executable, "-m", "mango.cli", "train", "--out", str(run), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         # a shell's background jobs inherit an ignored SIGINT: restore the default, as in a terminal
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )

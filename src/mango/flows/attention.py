@@ -88,9 +88,13 @@ class InvertibleCrossAttention(FlowLayer):
         self.register_buffer("idx2", idx2, persistent=False)
         self.register_buffer("idx1_reversed", idx1.flip(0), persistent=False)
         self.register_buffer("idx2_reversed", idx2.flip(0), persistent=False)
-        self.register_buffer("merge_index", torch.argsort(torch.cat([idx1, idx2])), persistent=False)
         self.register_buffer(
-            "merge_reversed", torch.argsort(torch.cat([idx1.flip(0), idx2.flip(0)])), persistent=False
+            "merge_index", torch.argsort(torch.cat([idx1, idx2])), persistent=False
+        )
+        self.register_buffer(
+            "merge_reversed",
+            torch.argsort(torch.cat([idx1.flip(0), idx2.flip(0)])),
+            persistent=False,
         )
         self.l1, self.l2 = len(idx1), len(idx2)
         self.mixing = LUTokenMixing(self.length) if partition == "lica" else None
@@ -130,7 +134,9 @@ class InvertibleCrossAttention(FlowLayer):
     def _conditioning(self, x1: Tensor) -> Tensor:
         if self.l1 == self.l2:
             return x1
-        resampled = F.interpolate(x1.transpose(1, 2), size=self.l2, mode="linear", align_corners=True)
+        resampled = F.interpolate(
+            x1.transpose(1, 2), size=self.l2, mode="linear", align_corners=True
+        )
         return resampled.transpose(1, 2)
 
     def _queries_keys(self, x1: Tensor) -> tuple[Tensor, Tensor]:

@@ -26,7 +26,9 @@ class InvertibleBackprop(torch.autograd.Function):
     """``(y, logdet) = layers(x)`` storing only ``y``; gradients by inversion + local recomputation."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, layers: Sequence[nn.Module], *params: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx: Any, x: Tensor, layers: Sequence[nn.Module], *params: Tensor
+    ) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             total = x.new_zeros(x.shape[0])
             y = x

@@ -20,7 +20,9 @@ from mango.flows.partitions import PARTITIONS, validate_tokens
 def _check_finite(x: Tensor, where: str) -> None:
     if isinstance(x, Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{where}: {bad} NaN/Inf value(s) in the tokens (check the inputs or encoders)")
+        raise ValueError(
+            f"{where}: {bad} NaN/Inf value(s) in the tokens (check the inputs or encoders)"
+        )
 
 
 class MangoBlock(SequentialFlow):
@@ -50,7 +52,9 @@ class MangoBlock(SequentialFlow):
     ) -> None:
         unknown = [p for p in partitions if p not in PARTITIONS]
         if unknown or not partitions:
-            raise ValueError(f"partitions must be a non-empty subset of {PARTITIONS}, got {partitions}")
+            raise ValueError(
+                f"partitions must be a non-empty subset of {PARTITIONS}, got {partitions}"
+            )
         layers: list[FlowLayer] = []
         for partition in partitions:
             for ica in ica_layers(dim, tokens, partition, attention=attention):
@@ -168,7 +172,9 @@ class MangoFlow(SequentialFlow):
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         """Draw ``n`` samples ``x = f^{-1}(z)`` with ``z ~ N(0, temperature^2 I)``, shape (n, L, D)."""
         param = next(self.parameters())
-        z = temperature * torch.randn(n, self.length, self.dim, device=param.device, dtype=param.dtype)
+        z = temperature * torch.randn(
+            n, self.length, self.dim, device=param.device, dtype=param.dtype
+        )
         return self.inverse(z)[0]
 
     @torch.no_grad()
@@ -182,8 +188,13 @@ class MangoFlow(SequentialFlow):
                     matrix, probabilities = layer.attention_matrix(x, with_probabilities=True)
                     maps.append(
                         AttentionMap(
-                            b, layer.partition, layer.variant, matrix, probabilities,
-                            layer.idx1, layer.idx2,
+                            b,
+                            layer.partition,
+                            layer.variant,
+                            matrix,
+                            probabilities,
+                            layer.idx1,
+                            layer.idx2,
                         )
                     )
                 x = layer(x)[0]

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-_FLASH_BACKWARD = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+_FLASH_BACKWARD = getattr(
+    torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None
+)
 
 
 def fused_available(x: Tensor) -> bool:
@@ -52,7 +54,9 @@ class _AttentionWithLSE(torch.autograd.Function):
         return out, lse
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor | None, grad_lse: Tensor | None) -> tuple[Tensor | None, ...]:
+    def backward(
+        ctx: Any, grad_out: Tensor | None, grad_lse: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
         q, k, v, out, lse = ctx.saved_tensors
         if grad_out is None:
             grad_out = torch.zeros_like(out)
@@ -65,8 +69,15 @@ class _AttentionWithLSE(torch.autograd.Function):
         out_aug = _pad_last(torch.cat([out, -grad_lse.reshape_as(extra)], -1), size)
         grad_aug = _pad_last(torch.cat([grad_out, torch.ones_like(extra)], -1), size)
         gq, gk, gv = _FLASH_BACKWARD(
-            grad_aug.contiguous(), _pad_last(q, size).contiguous(), _pad_last(k, size).contiguous(),
-            v_aug.contiguous(), out_aug.contiguous(), lse, 0.0, True, scale=ctx.scale,
+            grad_aug.contiguous(),
+            _pad_last(q, size).contiguous(),
+            _pad_last(k, size).contiguous(),
+            v_aug.contiguous(),
+            out_aug.contiguous(),
+            lse,
+            0.0,
+            True,
+            scale=ctx.scale,
         )
         return gq[..., : q.shape[-1]], gk[..., : k.shape[-1]], gv[..., :dv], None
 
@@ -77,5 +88,7 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> tuple[Te
     ICA's mask ``j >= i`` is this mask on reversed token order: callers pass reversed tokens.
     ``scale`` may require a gradient: it is folded into ``q`` (the kernel's own scale is 1).
     """
-    out, lse = _AttentionWithLSE.apply((q * scale).unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), 1.0)
+    out, lse = _AttentionWithLSE.apply(
+        (q * scale).unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), 1.0
+    )
     return out.squeeze(1), lse.squeeze(1)

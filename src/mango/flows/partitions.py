@@ -48,7 +48,9 @@ def validate_tokens(tokens: tuple[int, ...]) -> tuple[int, ...]:
     return tokens
 
 
-def partition_indices(tokens: tuple[int, ...], partition: str, variant: int) -> tuple[Tensor, Tensor]:
+def partition_indices(
+    tokens: tuple[int, ...], partition: str, variant: int
+) -> tuple[Tensor, Tensor]:
     """Return ``(idx1, idx2)``: positions of X1 (conditioning) and X2 (transformed) tokens.
 
     For LICA the positions refer to the token-mixed sequence.

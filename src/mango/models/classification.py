@@ -225,9 +225,7 @@ class GenreClassifier(nn.Module):
         features = [self._features(m, batch) for m in self.modalities]
         tokens = [self.embed[m](f) for m, (f, _) in zip(self.modalities, features, strict=True)]
         fused = self.fusion(tokens)
-        pooled = [
-            masked_mean(t, mask) for t, (_, mask) in zip(fused.tokens, features, strict=True)
-        ]
+        pooled = [masked_mean(t, mask) for t, (_, mask) in zip(fused.tokens, features, strict=True)]
         if self.fusion_mode == "late":
             logits = torch.stack(
                 [self.heads[m](p) for m, p in zip(self.modalities, pooled, strict=True)]

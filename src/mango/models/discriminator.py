@@ -29,10 +29,12 @@ class PatchGANDiscriminator(nn.Module):
     def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3) -> None:
         super().__init__()
         if in_channels < 1 or ndf < 1 or n_layers < 1:
-            raise ValueError(f"need positive in_channels, ndf, n_layers, got "
-                             f"{in_channels}, {ndf}, {n_layers}")
+            raise ValueError(
+                f"need positive in_channels, ndf, n_layers, got {in_channels}, {ndf}, {n_layers}"
+            )
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)
+            nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
         ]
         channels = ndf
         for i in range(1, n_layers + 1):

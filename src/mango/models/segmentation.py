@@ -46,7 +46,9 @@ class StageFusion(nn.Module):
         self.mode, self.grid = mode, grid
         length = grid[0] * grid[1]
         if mode == "mango":
-            self.embed = nn.ModuleList(TokenEmbedding(channels, dim, length) for _ in range(modalities))
+            self.embed = nn.ModuleList(
+                TokenEmbedding(channels, dim, length) for _ in range(modalities)
+            )
             self.fusion: nn.Module = FlowFusion(dim, [length] * modalities, **flow)
             self.out = nn.Conv2d(modalities * dim, channels, 1)
         elif mode == "concat":
@@ -95,9 +97,13 @@ class SegmentationFusionModel(nn.Module):
         if fusion not in FUSIONS:
             raise ConfigError(f"model.fusion: expected one of {FUSIONS}, got {fusion!r}")
         if fusion == "single" and len(modalities) != 1:
-            raise ConfigError(f"model.modalities: fusion 'single' takes one modality, got {list(modalities)}")
+            raise ConfigError(
+                f"model.modalities: fusion 'single' takes one modality, got {list(modalities)}"
+            )
         if fusion != "single" and len(modalities) < 2:
-            raise ConfigError(f"model.modalities: fusion {fusion!r} needs >= 2 modalities, got {list(modalities)}")
+            raise ConfigError(
+                f"model.modalities: fusion {fusion!r} needs >= 2 modalities, got {list(modalities)}"
+            )
         bad_stages = [s for s in fuse_stages if s not in range(4)]
         if bad_stages:
             raise ConfigError(f"model.fuse_stages: stages are 0..3, got {list(fuse_stages)}")
@@ -136,7 +142,9 @@ class SegmentationFusionModel(nn.Module):
     def forward(self, inputs: Mapping[str, Tensor]) -> SegmentationOutput:
         missing = [m for m in self.modalities if m not in inputs]
         if missing:
-            raise ValueError(f"batch is missing modality {missing[0]!r} (model uses {self.modalities})")
+            raise ValueError(
+                f"batch is missing modality {missing[0]!r} (model uses {self.modalities})"
+            )
         size = inputs[self.modalities[0]].shape[-2:]
         if tuple(size) != self.image_size:
             raise ValueError(

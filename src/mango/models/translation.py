@@ -78,9 +78,11 @@ class DomainEncoder(nn.Module):
         previous = in_channels
         for width in widths:
             layers += [
-                nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False), _norm(width),
+                nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False),
+                _norm(width),
                 nn.ReLU(inplace=True),
-                nn.Conv2d(width, width, 3, padding=1, bias=False), _norm(width),
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                _norm(width),
                 nn.ReLU(inplace=True),
             ]
             previous = width

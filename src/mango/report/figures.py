@@ -42,8 +42,13 @@ def class_colours(num_classes: int) -> np.ndarray:
     from matplotlib import colormaps
     from matplotlib.colors import hsv_to_rgb
 
-    base = [(0.25, 0.25, 0.25), (1.0, 0.68, 0.28), (0.62, 0.1, 0.08), (0.5, 0.86, 0.96),
-            (0.1, 0.22, 0.62)]
+    base = [
+        (0.25, 0.25, 0.25),
+        (1.0, 0.68, 0.28),
+        (0.62, 0.1, 0.08),
+        (0.5, 0.86, 0.96),
+        (0.1, 0.22, 0.62),
+    ]
     base += [colormaps["tab10"](i)[:3] for i in (2, 4, 6, 8, 5, 9)]  # green purple pink olive ...
     base += [colormaps["tab20b"](i)[:3] for i in range(20)]
     extra = [
@@ -108,19 +113,25 @@ def save_prediction_grid(
     names = list(rows[0]["predictions"])
     for i, row in enumerate(rows):
         if list(row["predictions"]) != names:
-            raise ValueError(f"save_prediction_grid: row {i} has predictions "
-                             f"{list(row['predictions'])}, row 0 has {names}")
+            raise ValueError(
+                f"save_prediction_grid: row {i} has predictions "
+                f"{list(row['predictions'])}, row 0 has {names}"
+            )
     num_classes = len(class_names)
     columns = ["RGB", "Depth", "Target", *names]
     legend_rows = math.ceil(num_classes / _LEGEND_COLUMNS)
     width = len(columns) * PANEL
-    height = (len(rows) * (PANEL + _LABEL_HEIGHT) + _TITLE_HEIGHT + legend_rows * _LEGEND_ROW
-              + 0.1)
+    height = len(rows) * (PANEL + _LABEL_HEIGHT) + _TITLE_HEIGHT + legend_rows * _LEGEND_ROW + 0.1
     figure = _new_figure(width, height)
     grid = figure.add_gridspec(
-        len(rows), len(columns), left=0.02 / len(columns), right=1 - 0.02 / len(columns),
-        top=1 - _TITLE_HEIGHT / height, bottom=(legend_rows * _LEGEND_ROW + 0.1) / height,
-        wspace=0.06, hspace=_LABEL_HEIGHT / PANEL,
+        len(rows),
+        len(columns),
+        left=0.02 / len(columns),
+        right=1 - 0.02 / len(columns),
+        top=1 - _TITLE_HEIGHT / height,
+        bottom=(legend_rows * _LEGEND_ROW + 0.1) / height,
+        wspace=0.06,
+        hspace=_LABEL_HEIGHT / PANEL,
     )
     for r, row in enumerate(rows):
         target = np.asarray(row["target"])
@@ -143,10 +154,17 @@ def save_prediction_grid(
 
     colours = class_colours(num_classes)
     figure.legend(
-        handles=[Patch(facecolor=colours[k], edgecolor="black", linewidth=0.5, label=name)
-                 for k, name in enumerate(class_names)],
-        loc="lower center", ncol=min(_LEGEND_COLUMNS, num_classes), fontsize=8, frameon=False,
-        bbox_to_anchor=(0.5, 0.0), handlelength=1.2, columnspacing=1.2,
+        handles=[
+            Patch(facecolor=colours[k], edgecolor="black", linewidth=0.5, label=name)
+            for k, name in enumerate(class_names)
+        ],
+        loc="lower center",
+        ncol=min(_LEGEND_COLUMNS, num_classes),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.0),
+        handlelength=1.2,
+        columnspacing=1.2,
     )
     return _save(figure, path)
 
@@ -172,9 +190,16 @@ def save_learning_curves(
             points = per_model.get(metric, [])
             if not points:
                 continue
-            steps, values = zip(*points)
-            ax.plot(steps, values, color=palette(m % 10), label=model,
-                    marker="o" if len(points) <= 30 else None, markersize=3, linewidth=1.5)
+            steps, values = zip(*points, strict=True)
+            ax.plot(
+                steps,
+                values,
+                color=palette(m % 10),
+                label=model,
+                marker="o" if len(points) <= 30 else None,
+                markersize=3,
+                linewidth=1.5,
+            )
         ax.set_title(metric, fontsize=11)
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
@@ -219,14 +244,19 @@ def save_attention_maps(
     grid_rows, grid_columns = grid
     tokens = grid_rows * grid_columns
     if attention.shape != (tokens, tokens):
-        raise ValueError(f"save_attention_maps: attention has shape {attention.shape}, expected "
-                         f"({tokens}, {tokens}) for grid {grid}")
+        raise ValueError(
+            f"save_attention_maps: attention has shape {attention.shape}, expected "
+            f"({tokens}, {tokens}) for grid {grid}"
+        )
     if rgb.ndim != 3 or rgb.shape[2] != 3 or depth.shape != rgb.shape[:2]:
-        raise ValueError(f"save_attention_maps: rgb {rgb.shape} and depth {depth.shape} must be "
-                         "(H, W, 3) and (H, W)")
+        raise ValueError(
+            f"save_attention_maps: rgb {rgb.shape} and depth {depth.shape} must be "
+            "(H, W, 3) and (H, W)"
+        )
     if not queries or any(not 0 <= q < tokens for q in queries):
-        raise ValueError(f"save_attention_maps: queries {list(queries)} must be non-empty and in "
-                         f"[0, {tokens})")
+        raise ValueError(
+            f"save_attention_maps: queries {list(queries)} must be non-empty and in [0, {tokens})"
+        )
     from matplotlib import colormaps
     from matplotlib.colors import PowerNorm
     from matplotlib.patches import Rectangle
@@ -238,15 +268,33 @@ def save_attention_maps(
     n = len(queries)
     body = max(n * (PANEL + 0.5), 3.6)  # inches of panels; the matrix needs room even for n = 1
     figure = _new_figure(2 * PANEL + 5.0, body + 0.6)
-    layout = figure.add_gridspec(n, 3, width_ratios=(1, 1.25, 2.2), wspace=0.35, hspace=0.4,
-                                 left=0.04, right=0.94, top=body / (body + 0.6), bottom=0.04)
+    layout = figure.add_gridspec(
+        n,
+        3,
+        width_ratios=(1, 1.25, 2.2),
+        wspace=0.35,
+        hspace=0.4,
+        left=0.04,
+        right=0.94,
+        top=body / (body + 0.6),
+        bottom=0.04,
+    )
     figure.suptitle(title, fontsize=11)
     shown_depth = _normalise(depth)
 
     def outline(ax: Any, token: int, colour: Any, style: str = "-") -> None:
         r, c = divmod(token, grid_columns)
-        ax.add_patch(Rectangle((c * cell_w, r * cell_h), cell_w, cell_h, fill=False,
-                               edgecolor=colour, linewidth=2, linestyle=style))
+        ax.add_patch(
+            Rectangle(
+                (c * cell_w, r * cell_h),
+                cell_w,
+                cell_h,
+                fill=False,
+                edgecolor=colour,
+                linewidth=2,
+                linestyle=style,
+            )
+        )
 
     for k, query in enumerate(queries):
         colour = markers(k % 10)
@@ -262,15 +310,23 @@ def save_attention_maps(
         top = max(float(weights.max()), 1e-12)
         ax = figure.add_subplot(layout[k, 1])
         _show(ax, shown_depth, cmap="gray_r")
-        heat = ax.imshow(weights, cmap="inferno", extent=extent, interpolation="nearest",
-                         vmin=0.0, vmax=top, alpha=0.85 * np.sqrt(np.clip(weights / top, 0, 1)))
+        heat = ax.imshow(
+            weights,
+            cmap="inferno",
+            extent=extent,
+            interpolation="nearest",
+            vmin=0.0,
+            vmax=top,
+            alpha=0.85 * np.sqrt(np.clip(weights / top, 0, 1)),
+        )
         outline(ax, query, colour, "--")
         ax.set_title(f"depth: A[{query}, :]  (A_ii = {attention[query, query]:.2f})", fontsize=8)
         figure.colorbar(heat, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
 
     ax = figure.add_subplot(layout[:, 2])
-    image = ax.imshow(np.clip(attention, 0, None), cmap="viridis", norm=PowerNorm(0.5),
-                      interpolation="nearest")
+    image = ax.imshow(
+        np.clip(attention, 0, None), cmap="viridis", norm=PowerNorm(0.5), interpolation="nearest"
+    )
     for k, query in enumerate(queries):
         ax.axhline(query, color=markers(k % 10), linewidth=1.2, alpha=0.9)
     ax.set_title("full attention matrix A (sqrt scale)", fontsize=9)

@@ -55,9 +55,7 @@ class Section:
     table: list[dict[str, object]] | None = None
 
 
-def write_report(
-    out_dir: str | os.PathLike[str], title: str, sections: Sequence[Section]
-) -> Path:
+def write_report(out_dir: str | os.PathLike[str], title: str, sections: Sequence[Section]) -> Path:
     """Write ``out_dir/report.html`` atomically and return its path.
 
     The page is self-contained (inline CSS, no scripts, no external resources) apart from the

@@ -21,7 +21,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A run killed while saving leaves the previous ``last.ckpt`` intact.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
         atomic_save(path, lambda f: torch.save(checkpoint, f))
 
 
@@ -49,8 +51,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "mango" not in checkpoint:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(error).__name__})"
+        ) from None
+    if (
+        not isinstance(checkpoint, dict)
+        or "state_dict" not in checkpoint
+        or "mango" not in checkpoint
+    ):
         raise CheckpointError(f"{path}: not a MANGO checkpoint (no 'state_dict'/'mango' entries)")
     written_by = str(checkpoint["mango"].get("version", "0"))
     try:
@@ -64,11 +72,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def check_architecture(state_dict: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], source: str | Path) -> None:
+def check_architecture(
+    state_dict: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], source: str | Path
+) -> None:
     """Raise a one-line CheckpointError unless ``state_dict`` fits ``model_state`` key by key."""
     for key, value in model_state.items():
         if key not in state_dict:
-            raise CheckpointError(f"{source}: a different architecture: the checkpoint lacks {key!r}")
+            raise CheckpointError(
+                f"{source}: a different architecture: the checkpoint lacks {key!r}"
+            )
         if tuple(state_dict[key].shape) != tuple(value.shape):
             raise CheckpointError(
                 f"{source}: a different architecture: {key!r} has shape {tuple(state_dict[key].shape)} "
@@ -79,7 +91,9 @@ def check_architecture(state_dict: dict[str, torch.Tensor], model_state: dict[st
         raise CheckpointError(f"{source}: a different architecture: unexpected key {extra[0]!r}")
 
 
-def export_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, config_yaml: str) -> None:
+def export_safetensors(
+    state_dict: dict[str, torch.Tensor], path: str | Path, config_yaml: str
+) -> None:
     """Write the weights as safetensors (atomically), with the run config in the metadata."""
     from safetensors.torch import save
 

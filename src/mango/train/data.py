@@ -23,7 +23,10 @@ from mango.tasks.base import Sample, Task, Transform
 
 def _mix(*values: int) -> int:
     """A deterministic 63-bit seed from integers."""
-    return int(np.random.SeedSequence([v & 0xFFFFFFFF for v in values]).generate_state(2, np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([v & 0xFFFFFFFF for v in values]).generate_state(2, np.uint64)[0]
+        >> 1
+    )
 
 
 class SeededSampler(Sampler[tuple[int, int]]):
@@ -55,7 +58,11 @@ class SeededSampler(Sampler[tuple[int, int]]):
 
     def _permutation(self, data_pass: int) -> np.ndarray:
         if data_pass not in self._cache:
-            self._cache = {data_pass: np.random.default_rng(_mix(self.seed, data_pass)).permutation(self.length)}
+            self._cache = {
+                data_pass: np.random.default_rng(_mix(self.seed, data_pass)).permutation(
+                    self.length
+                )
+            }
         return self._cache[data_pass]
 
     def __iter__(self):
@@ -122,14 +129,22 @@ class MangoDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[Any]:
         cfg, (rank, world) = self.cfg, self._rank_world()
-        dataset = TransformedDataset(self.task.dataset(cfg, "train"), self.task.transform(cfg, train=True))
+        dataset = TransformedDataset(
+            self.task.dataset(cfg, "train"), self.task.transform(cfg, train=True)
+        )
         sampler = SeededSampler(
-            len(dataset), cfg.trainer.steps_per_checkpoint * cfg.trainer.batch_size,
-            cfg.trainer.seed, rank, world,
+            len(dataset),
+            cfg.trainer.steps_per_checkpoint * cfg.trainer.batch_size,
+            cfg.trainer.seed,
+            rank,
+            world,
         )
         return DataLoader(
-            dataset, batch_size=cfg.trainer.batch_size, sampler=sampler,
-            num_workers=cfg.trainer.num_workers, drop_last=True,
+            dataset,
+            batch_size=cfg.trainer.batch_size,
+            sampler=sampler,
+            num_workers=cfg.trainer.num_workers,
+            drop_last=True,
             persistent_workers=False,
         )
 

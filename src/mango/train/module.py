@@ -139,7 +139,10 @@ class MangoModule(pl.LightningModule):
         cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
         optimizer = cls(groups, betas=optim.betas, weight_decay=optim.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.cfg))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["mango"] = metadata(self.cfg.model_dump(mode="json"))

@@ -33,7 +33,10 @@ CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 def build_config(
-    raw: dict[str, Any], source: str, overrides: Sequence[str] = (), data_dir: str | Path | None = None
+    raw: dict[str, Any],
+    source: str,
+    overrides: Sequence[str] = (),
+    data_dir: str | Path | None = None,
 ) -> tuple[Task, RunConfig]:
     """Validate a raw config (plus ``--set`` overrides and ``--data``) for its task."""
     raw = apply_overrides(raw, overrides)
@@ -102,7 +105,9 @@ class SaveLast(pl.Callback):
     """At the end of every checkpoint interval (a training "epoch"), refresh ``last.ckpt``
     (atomically, through :class:`AtomicCheckpointIO`) and ``weights.safetensors``."""
 
-    def __init__(self, checkpoint: Path, weights: Path, config_yaml: str, stopper: StopOnSigint) -> None:
+    def __init__(
+        self, checkpoint: Path, weights: Path, config_yaml: str, stopper: StopOnSigint
+    ) -> None:
         self.checkpoint, self.weights, self.config_yaml = checkpoint, weights, config_yaml
         self.stopper = stopper
 
@@ -158,7 +163,9 @@ def train(
             pl.loggers.TensorBoardLogger(out_dir, name="logs", version=log_version),
         ],
         callbacks=[
-            stopper, SaveLast(checkpoint, out_dir / "weights.safetensors", config_yaml, stopper), *callbacks
+            stopper,
+            SaveLast(checkpoint, out_dir / "weights.safetensors", config_yaml, stopper),
+            *callbacks,
         ],
         enable_checkpointing=False,
         plugins=[AtomicCheckpointIO()],
@@ -174,7 +181,9 @@ def train(
     if t.compile:
         module.model = torch.compile(module.model)  # type: ignore[assignment]
     trainer.fit(  # our own checkpoint, already validated by read_checkpoint: not weights-only
-        module, datamodule=MangoDataModule(task, cfg), ckpt_path=checkpoint if resume else None,
+        module,
+        datamodule=MangoDataModule(task, cfg),
+        ckpt_path=checkpoint if resume else None,
         weights_only=False,
     )
     if trainer.interrupted or stopper.requested:
@@ -183,7 +192,9 @@ def train(
             if checkpoint.exists()
             else "no checkpoint was written yet"
         )
-        raise Interrupted(f"training stopped at step {trainer.global_step}; {kept}; continue with --resume")
+        raise Interrupted(
+            f"training stopped at step {trainer.global_step}; {kept}; continue with --resume"
+        )
     trainer.save_checkpoint(checkpoint)
     if trainer.is_global_zero:
         export_safetensors(module.model.state_dict(), out_dir / "weights.safetensors", config_yaml)
@@ -205,9 +216,15 @@ def load_trained(
 ) -> tuple[Task, RunConfig, torch.nn.Module]:
     """Rebuild the model stored in a checkpoint (config from the checkpoint, ``--data`` applied)."""
     saved = read_checkpoint(checkpoint)
-    task, cfg = build_config(saved["mango"]["config"], f"{checkpoint} (stored config)", overrides, data_dir)
+    task, cfg = build_config(
+        saved["mango"]["config"], f"{checkpoint} (stored config)", overrides, data_dir
+    )
     model = task.build_model(cfg)
-    state = {k.removeprefix("model."): v for k, v in saved["state_dict"].items() if k.startswith("model.")}
+    state = {
+        k.removeprefix("model."): v
+        for k, v in saved["state_dict"].items()
+        if k.startswith("model.")
+    }
     check_architecture(state, model.state_dict(), checkpoint)
     model.load_state_dict(state)
     return task, cfg, model.eval()
@@ -266,7 +283,9 @@ def predict(
     model.to(device)
     out_dir = Path(out_dir)
     written: list[Path] = []
-    for batch in tqdm(eval_loader(task, cfg, split), desc="predict", disable=not progress, leave=False):
+    for batch in tqdm(
+        eval_loader(task, cfg, split), desc="predict", disable=not progress, leave=False
+    ):
         batch = _to_device(batch, device)
         written += task.write_predictions(cfg, task.predict(model, batch, cfg), batch, out_dir)
     return written

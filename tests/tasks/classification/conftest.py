@@ -41,8 +41,9 @@ def raw_copy(raw_root: Path, tmp_path: Path) -> Path:
 Replace = Callable[..., None]
 
 
-def _replace(root: Path, key: str, make: Callable[[np.ndarray], np.ndarray] | None,
-             **create: object) -> None:
+def _replace(
+    root: Path, key: str, make: Callable[[np.ndarray], np.ndarray] | None, **create: object
+) -> None:
     with h5py.File(root / "multimodal_imdb.hdf5", "r+") as f:
         old = f[key]
         values, attrs = old[()], dict(old.attrs)

@@ -111,8 +111,9 @@ def test_only_the_23_standard_genres_are_kept(raw_copy: Path) -> None:
 def test_extra_genres_appear_in_the_raw_fixture(raw_root: Path) -> None:
     raw = [json.loads(p.read_text())["genres"] for p in (raw_root / "dataset").glob("*.json")]
     assert any(set(g) & set(EXTRA_RAW_GENRES) for g in raw)
-    assert any(len(json.loads(p.read_text())["plot"]) > 1
-               for p in (raw_root / "dataset").glob("*.json"))
+    assert any(
+        len(json.loads(p.read_text())["plot"]) > 1 for p in (raw_root / "dataset").glob("*.json")
+    )
 
 
 def test_caffe_bgr_pixel_becomes_rgb() -> None:
@@ -131,8 +132,11 @@ def test_hdf5_pixels_are_decoded_to_rgb(hdf5_root: Path) -> None:
         images = f["images"]
         assert images.dtype == np.int32 and images.shape == (13, 3, *POSTER_SIZE)
         red, green, blue = (int(v) for v in movie.poster[0, 0])
-        assert images[0, :, 0, 0].tolist() == [int(blue - 103.939), int(green - 116.779),
-                                                int(red - 123.68)]
+        assert images[0, :, 0, 0].tolist() == [
+            int(blue - 103.939),
+            int(green - 116.779),
+            int(red - 123.68),
+        ]
     item = _open(hdf5_root, size=8)[0]
     top_left = _unnormalise(item["image"])[:, 0, 0]  # top half of the poster is one colour
     np.testing.assert_allclose(top_left.numpy(), movie.poster[0, 0] / 255.0, atol=1.01 / 255)

@@ -50,12 +50,40 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     train = ["train", "--config", str(SMOKE), "--data", str(data), "--out", str(out)]
     assert main([*train, "--max-steps", "20"]) == 0
     threshold = ["--set", f"model.threshold={THRESHOLD}"]
-    assert main(["eval", "--checkpoint", checkpoint, "--split", "test",
-                 "--out", str(out / "m.json"), *threshold]) == 0
-    assert main(["eval", "--checkpoint", checkpoint, "--split", "val",
-                 "--out", str(out / "val.json")]) == 0
-    assert main(["predict", "--checkpoint", checkpoint, "--data", str(data),
-                 "--out", str(out / "pred"), *threshold]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                checkpoint,
+                "--split",
+                "test",
+                "--out",
+                str(out / "m.json"),
+                *threshold,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["eval", "--checkpoint", checkpoint, "--split", "val", "--out", str(out / "val.json")])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                checkpoint,
+                "--data",
+                str(data),
+                "--out",
+                str(out / "pred"),
+                *threshold,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -121,8 +149,16 @@ def batch(hdf5_root: Path) -> dict:
 
 
 def _tiny(fusion: str, **kwargs: object) -> GenreClassifier:
-    return GenreClassifier(len(GENRES), 64, 32, fusion=fusion, dim=8,
-                           flow={"blocks": 1, "coupling_hidden": 8}, head_hidden=16, **kwargs)
+    return GenreClassifier(
+        len(GENRES),
+        64,
+        32,
+        fusion=fusion,
+        dim=8,
+        flow={"blocks": 1, "coupling_hidden": 8},
+        head_hidden=16,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -138,7 +174,11 @@ def test_every_fusion_mode_builds_and_runs(fusion: str, batch: dict) -> None:
         assert out.bits_per_dim is None
     assert model.backbone_parameters() == []
     assert {name.split(".")[0] for name, _ in model.named_parameters()} <= {
-        "embed", "fusion", "head", "heads"}
+        "embed",
+        "fusion",
+        "head",
+        "heads",
+    }
     if fusion in ("image", "text"):  # the other modality is never read
         other = "text" if fusion == "image" else "image"
         with torch.no_grad():
@@ -185,8 +225,9 @@ def test_trainable_image_encoder_is_saved_and_trained(batch: dict) -> None:
 
 
 def test_balanced_class_weights_enter_the_loss(hdf5_root: Path, batch: dict) -> None:
-    task, cfg = load_config(SMOKE, ["model.class_weights=balanced", "model.fusion=image"],
-                            hdf5_root)
+    task, cfg = load_config(
+        SMOKE, ["model.class_weights=balanced", "model.fusion=image"], hdf5_root
+    )
     assert isinstance(task, MMIMDbTask)
     task.build_model(cfg)
     labels = task.dataset(cfg, "train").label_matrix()  # 6 movies
@@ -211,8 +252,9 @@ def test_check_data_reports_a_folder_without_data(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["train", "check"])
-def test_bad_data_dir_gives_one_line_error(command: str, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_data_dir_gives_one_line_error(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     if command == "train":

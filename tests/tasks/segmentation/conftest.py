@@ -24,9 +24,7 @@ def sun_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def fresh_copy(
-    tmp_path: Path, nyu_root: Path, sun_root: Path
-) -> Callable[[str], Path]:
+def fresh_copy(tmp_path: Path, nyu_root: Path, sun_root: Path) -> Callable[[str], Path]:
     """``fresh_copy("nyudv2" | "sunrgbd")`` -> a private copy of that fixture to corrupt."""
 
     def copy(layout: str) -> Path:

@@ -18,10 +18,14 @@ def test_layouts() -> None:
     assert NYUDV2.num_classes == 40 and NYUDV2.class_names[-1] == "otherprop"
     assert SUNRGBD.class_names == NYUDV2.class_names[:37] and SUNRGBD.class_names[-1] == "bag"
     assert [NYUDV2.list_file(s) for s in ("train", "val", "test")] == [
-        "train.txt", "val.txt", "val.txt"
+        "train.txt",
+        "val.txt",
+        "val.txt",
     ]
     assert [SUNRGBD.list_file(s) for s in ("train", "val", "test")] == [
-        "train.txt", "test.txt", "test.txt"
+        "train.txt",
+        "test.txt",
+        "test.txt",
     ]
     assert NYUDV2.expected_counts == {"train": 795, "val": 654}
     assert SUNRGBD.expected_counts == {"train": 5285, "test": 5050}

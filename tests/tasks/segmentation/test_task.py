@@ -22,16 +22,47 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("layout,write", [("nyudv2", write_nyudv2_fixture), ("sunrgbd", write_sunrgbd_fixture)])
+@pytest.mark.parametrize(
+    "layout,write", [("nyudv2", write_nyudv2_fixture), ("sunrgbd", write_sunrgbd_fixture)]
+)
 def test_train_eval_predict_round(layout, write, tmp_path, capsys):
     data = write(tmp_path / "data")
     run = tmp_path / "run"
     config = ROOT / "configs" / f"{layout}-smoke.yaml"
-    assert main(["train", "--config", str(config), "--data", str(data), "--out", str(run), "--max-steps", "20"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--max-steps",
+                "20",
+            ]
+        )
+        == 0
+    )
     metrics_path = tmp_path / "m.json"
     checkpoint = run / "checkpoints" / "last.ckpt"
-    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "test",
-                 "--out", str(metrics_path)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(data),
+                "--split",
+                "test",
+                "--out",
+                str(metrics_path),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(metrics_path.read_text())
     assert {"pixel_acc", "mean_acc", "miou", "per_class_iou"} <= metrics.keys()
     assert all(0 <= metrics[k] <= 100 for k in ("pixel_acc", "mean_acc", "miou"))
@@ -39,7 +70,10 @@ def test_train_eval_predict_round(layout, write, tmp_path, capsys):
     assert stored["data"]["depth"]["layout"] == layout  # the depth normalisation is recorded
     assert stored["data"]["eval_scales"] == [1.0]
     pred = tmp_path / "pred"
-    assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(pred)]) == 0
+    assert (
+        main(["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(pred)])
+        == 0
+    )
     assert len(list(pred.glob("*_panel.png"))) == 3  # the fixtures' 3 test images
 
 
@@ -47,10 +81,41 @@ def test_multiscale_flip_eval_records_and_runs(tmp_path):
     data = write_nyudv2_fixture(tmp_path / "data")
     run = tmp_path / "run"
     config = ROOT / "configs" / "nyudv2-smoke.yaml"
-    assert main(["train", "--config", str(config), "--data", str(data), "--out", str(run), "--max-steps", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--max-steps",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "ms.json"
-    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), "--data", str(data),
-                 "--out", str(out), "--set", "data.eval_scales=[0.75,1.0,1.25]", "--set", "data.eval_flip=true"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(run / "checkpoints" / "last.ckpt"),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--set",
+                "data.eval_scales=[0.75,1.0,1.25]",
+                "--set",
+                "data.eval_flip=true",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(out.read_text())
     assert metrics["eval_scales"] == [0.75, 1.0, 1.25] and metrics["eval_flip"] is True
 

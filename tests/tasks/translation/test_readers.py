@@ -24,8 +24,9 @@ def test_item_layout_and_values(taskonomy_root: Path) -> None:
     for key in ("rgb", "edge_occlusion", "target"):
         assert item[key].dtype == torch.float32 and item[key].shape == (3, 32, 32)
         assert -1.0 <= float(item[key].min()) and float(item[key].max()) <= 1.0
-    raw_depth = np.asarray(Image.open(taskonomy_root / "depth_zbuffer"
-                                      / "point_1_view_1_domain_depth_zbuffer.png"))
+    raw_depth = np.asarray(
+        Image.open(taskonomy_root / "depth_zbuffer" / "point_1_view_1_domain_depth_zbuffer.png")
+    )
     expected = 2.0 * math.log1p(float(raw_depth[5, 7])) / 11.1 - 1.0
     assert float(item["target"][2, 5, 7]) == pytest.approx(expected, abs=1e-6)
     raw_rgb = np.asarray(Image.open(taskonomy_root / "rgb" / "point_1_view_1_domain_rgb.png"))
@@ -43,8 +44,13 @@ def test_old_and_new_folder_names_give_the_same_samples(
     for index in range(len(new)):
         a, b = new[index], old[index]
         assert a["name"] == b["name"]
-        for key in ("reshading", "edge_texture", "principal_curvature", "depth_euclidean",
-                    "target"):
+        for key in (
+            "reshading",
+            "edge_texture",
+            "principal_curvature",
+            "depth_euclidean",
+            "target",
+        ):
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
@@ -59,8 +65,7 @@ def test_test_split_reads_the_validation_list(taskonomy_root: Path) -> None:
 def test_lines_with_concrete_paths_and_transform(fresh_copy: Callable[[], Path]) -> None:
     root = fresh_copy()
     (root / "val_domain.txt").write_text("rgb/point_4_view_1_domain_rgb.png\n\n")
-    data = TaskonomyPairs(root, ["rgb"], "normal", "val",
-                          transform=lambda s: {**s, "seen": True})
+    data = TaskonomyPairs(root, ["rgb"], "normal", "val", transform=lambda s: {**s, "seen": True})
     item = data[0]
     assert len(data) == 1 and item["name"] == "point_4_view_1" and item["seen"]
     assert sample_name("{domain}/point_9_view_3_domain_{domain}.png") == "point_9_view_3"

@@ -39,12 +39,40 @@ def run(taskonomy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 20-step smoke run, then eval on test and predict (all via the CLI, in-process)."""
     out = tmp_path_factory.mktemp("run")
     checkpoint = str(out / "checkpoints" / "last.ckpt")
-    assert main(["train", "--config", str(SMOKE), "--data", str(taskonomy_root),
-                 "--out", str(out), "--max-steps", "20"]) == 0
-    assert main(["eval", "--checkpoint", checkpoint, "--split", "test",
-                 "--out", str(out / "m.json")]) == 0
-    assert main(["predict", "--checkpoint", checkpoint, "--data", str(taskonomy_root),
-                 "--out", str(out / "pred")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(SMOKE),
+                "--data",
+                str(taskonomy_root),
+                "--out",
+                str(out),
+                "--max-steps",
+                "20",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["eval", "--checkpoint", checkpoint, "--split", "test", "--out", str(out / "m.json")])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                checkpoint,
+                "--data",
+                str(taskonomy_root),
+                "--out",
+                str(out / "pred"),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -80,14 +108,29 @@ def test_predict_writes_input_target_output_grids(run: Path, taskonomy_root: Pat
 
 def test_training_reduces_the_l1_loss(run: Path) -> None:
     with next((run / "logs").glob("version_*/metrics.csv")).open() as f:
-        losses = [float(r["train/task_loss"]) for r in csv.DictReader(f)
-                  if r["train/task_loss"]]
+        losses = [float(r["train/task_loss"]) for r in csv.DictReader(f) if r["train/task_loss"]]
     assert len(losses) >= 3 and losses[-1] < losses[0]
 
 
 def test_old_folder_names_train(old_root: Path, tmp_path: Path) -> None:
-    assert main(["train", "--config", str(SMOKE), "--data", str(old_root), "--out",
-                 str(tmp_path), "--max-steps", "2", "--set", "trainer.steps_per_checkpoint=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(SMOKE),
+                "--data",
+                str(old_root),
+                "--out",
+                str(tmp_path),
+                "--max-steps",
+                "2",
+                "--set",
+                "trainer.steps_per_checkpoint=2",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
@@ -104,14 +147,16 @@ def test_pairs_resolve_to_canonical_domains(pair: str) -> None:
     assert (cfg.data.inputs, cfg.data.target) == expected
     # agreeing explicit fields (short names) are accepted
     inputs, target = PAIRS[pair]
-    _, cfg = load_config(SMOKE, [f"data.pair={pair}", f"data.inputs=[{','.join(inputs)}]",
-                                 f"data.target={target}"])
+    _, cfg = load_config(
+        SMOKE, [f"data.pair={pair}", f"data.inputs=[{','.join(inputs)}]", f"data.target={target}"]
+    )
     assert (cfg.data.inputs, cfg.data.target) == expected
 
 
 def test_explicit_inputs_without_pair_and_recipe_config() -> None:
-    _, cfg = load_config(SMOKE, ["data.pair=null", "data.inputs=[depth, normal, edge2d]",
-                                 "data.target=rgb"])
+    _, cfg = load_config(
+        SMOKE, ["data.pair=null", "data.inputs=[depth, normal, edge2d]", "data.target=rgb"]
+    )
     assert cfg.data.inputs == ["depth_zbuffer", "normal", "edge_texture"]
     _, recipe = load_config(RECIPE)
     assert recipe.data.crop_size == 256 and recipe.flow.blocks == 12
@@ -125,8 +170,10 @@ def test_explicit_inputs_without_pair_and_recipe_config() -> None:
         (["data.target=normal"], "data.target"),
         (["data.pair=null"], "data.inputs / data.target"),
         (["data.pair=null", "data.inputs=[rgb, normal]", "data.target=rgb"], "data.target"),
-        (["data.inputs=[shade, texture, shade]", "data.pair=null", "data.target=rgb"],
-         "data.inputs"),
+        (
+            ["data.inputs=[shade, texture, shade]", "data.pair=null", "data.target=rgb"],
+            "data.inputs",
+        ),
         (["data.pair=null", "data.inputs=[rgb, sky]", "data.target=normal"], "data.inputs"),
         (["data.pair=rgb_to_everything"], "data.pair"),
     ],
@@ -148,8 +195,15 @@ def _batch(inputs: list[str], size: int = 32, n: int = 2) -> dict:
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_fusion_modes_build_and_translate(fusion: str) -> None:
     inputs = ["reshading", "edge_texture", "normal"]
-    model = TranslationModel(inputs, 32, fusion=fusion, dim=8, encoder_widths=(8, 8, 8),
-                             decoder_width=8, flow={"blocks": 1, "coupling_hidden": 8})
+    model = TranslationModel(
+        inputs,
+        32,
+        fusion=fusion,
+        dim=8,
+        encoder_widths=(8, 8, 8),
+        decoder_width=8,
+        flow={"blocks": 1, "coupling_hidden": 8},
+    )
     out = model(_batch(inputs))
     assert out.image.shape == (2, 3, 32, 32) and out.image.abs().max() <= 1
     assert (out.bits_per_dim is not None) == (fusion == "mango")
@@ -181,8 +235,15 @@ def test_l1_loss_is_weighted_mean_absolute_error(taskonomy_root: Path) -> None:
 
 def test_gan_losses_reach_only_their_own_player() -> None:
     inputs = ["rgb", "normal"]
-    model = TranslationModel(inputs, 32, dim=8, encoder_widths=(8, 8, 8), decoder_width=8,
-                             flow={"blocks": 1, "coupling_hidden": 8}, gan={"ndf": 4, "layers": 2})
+    model = TranslationModel(
+        inputs,
+        32,
+        dim=8,
+        encoder_widths=(8, 8, 8),
+        decoder_width=8,
+        flow={"blocks": 1, "coupling_hidden": 8},
+        gan={"ndf": 4, "layers": 2},
+    )
     batch = _batch(inputs)
     out = model(batch)
     generator_loss, discriminator_loss = model.adversarial_losses(batch, out.image)
@@ -190,9 +251,9 @@ def test_gan_losses_reach_only_their_own_player() -> None:
     g_params = list(model.decoder.parameters())
     grads = torch.autograd.grad(generator_loss, d_params + g_params, allow_unused=True)
     assert all(g is None for g in grads[: len(d_params)])
-    assert any(g is not None and g.abs().sum() > 0 for g in grads[len(d_params):])
+    assert any(g is not None and g.abs().sum() > 0 for g in grads[len(d_params) :])
     grads = torch.autograd.grad(discriminator_loss, d_params + g_params, allow_unused=True)
     assert all(g is not None for g in grads[: len(d_params)])
-    assert all(g is None for g in grads[len(d_params):])
+    assert all(g is None for g in grads[len(d_params) :])
     # at init D outputs logits near 0: both BCE terms near log 2
     assert float(discriminator_loss.detach()) == pytest.approx(np.log(2), abs=0.3)

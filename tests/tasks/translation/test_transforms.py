@@ -15,17 +15,21 @@ from mango.tasks.translation.transforms import EvalTransform, TrainTransform
 
 @settings(max_examples=25, deadline=None)
 @given(
-    height=st.integers(4, 24), width=st.integers(4, 24), crop=st.integers(1, 4),
+    height=st.integers(4, 24),
+    width=st.integers(4, 24),
+    crop=st.integers(1, 4),
     seed=st.integers(0, 2**16),
 )
-def test_crop_and_flip_without_resize_are_exact(height: int, width: int, crop: int,
-                                                 seed: int) -> None:
+def test_crop_and_flip_without_resize_are_exact(
+    height: int, width: int, crop: int, seed: int
+) -> None:
     """With load_size = input size the output is the same window of every image."""
     base = torch.arange(height * width, dtype=torch.float32).reshape(1, height, width)
     sample = {"a": base.expand(3, -1, -1), "b": -2.0 * base, "target": base + 0.5, "name": "x"}
     crop_h, crop_w = max(1, height - crop), max(1, width - crop)
     out = TrainTransform((height, width), (crop_h, crop_w))(
-        sample, torch.Generator().manual_seed(seed))
+        sample, torch.Generator().manual_seed(seed)
+    )
     window = out["b"] / -2.0
     assert window.shape == (1, crop_h, crop_w) and out["name"] == "x"
     torch.testing.assert_close(out["a"], window.expand(3, -1, -1), rtol=0, atol=0)
@@ -67,7 +71,8 @@ def test_flip_happens_about_half_the_time() -> None:
     sample = {"x": torch.arange(4.0).reshape(1, 1, 4)}
     flips = sum(
         int(TrainTransform((1, 4), (1, 4))(sample, torch.Generator().manual_seed(s))["x"][0, 0, 0])
-        == 3 for s in range(200)
+        == 3
+        for s in range(200)
     )
     assert 70 < flips < 130
     no_flip = TrainTransform((1, 4), (1, 4), flip=False)

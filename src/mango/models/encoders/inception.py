@@ -34,8 +34,14 @@ Kernel = int | tuple[int, int]
 class BasicConv2d(nn.Module):
     """``Conv2d(bias=False) -> BatchNorm2d(eps=0.001) -> ReLU``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: Kernel,
-                 stride: int = 1, padding: Kernel = 0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Kernel,
+        stride: int = 1,
+        padding: Kernel = 0,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
@@ -105,8 +111,12 @@ class FIDInceptionC(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         dbl = self.branch7x7dbl_1(x)
-        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
-                      self.branch7x7dbl_5):
+        for layer in (
+            self.branch7x7dbl_2,
+            self.branch7x7dbl_3,
+            self.branch7x7dbl_4,
+            self.branch7x7dbl_5,
+        ):
             dbl = layer(dbl)
         return torch.cat([self.branch1x1(x), branch7x7, dbl, self.branch_pool(_avg_pool(x))], 1)
 
@@ -208,9 +218,19 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, 3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b,
-                      self.Mixed_6c, self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b,
-                      self.Mixed_7c):
+        for block in (
+            self.Mixed_5b,
+            self.Mixed_5c,
+            self.Mixed_5d,
+            self.Mixed_6a,
+            self.Mixed_6b,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
@@ -235,8 +255,9 @@ def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
     if not isinstance(state, dict):
         raise CheckpointError(f"{file}: expected a state dict, found {type(state).__name__}")
     model = FIDInceptionV3()
-    expected = {k: v for k, v in model.state_dict().items()
-                if not k.endswith("num_batches_tracked")}
+    expected = {
+        k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
     given = {k: v for k, v in state.items() if not str(k).endswith("num_batches_tracked")}
     for key in given:
         if key not in expected:
@@ -246,7 +267,8 @@ def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
             raise CheckpointError(f"{file}: not the FID Inception weights (missing key {key})")
         if not isinstance(given[key], Tensor) or given[key].shape != expected[key].shape:
             shape = tuple(getattr(given[key], "shape", ()))
-            raise CheckpointError(f"{file}: key {key} has shape {shape}, expected "
-                                  f"{tuple(expected[key].shape)}")
+            raise CheckpointError(
+                f"{file}: key {key} has shape {shape}, expected {tuple(expected[key].shape)}"
+            )
     model.load_state_dict(given, strict=False)
     return model.eval()

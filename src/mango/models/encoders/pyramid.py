@@ -7,7 +7,11 @@ from torch import nn
 from mango.errors import ConfigError
 from mango.models.encoders.conv import ConvPyramidEncoder
 
-CONV_WIDTHS = {"conv-tiny": (8, 16, 32, 32), "conv-small": (16, 32, 64, 64), "conv-base": (32, 64, 128, 128)}
+CONV_WIDTHS = {
+    "conv-tiny": (8, 16, 32, 32),
+    "conv-small": (16, 32, 64, 64),
+    "conv-base": (32, 64, 128, 128),
+}
 MIT_NAMES = ("mit-tiny", "mit-b0", "mit-b1", "mit-b2", "mit-b3", "mit-b4", "mit-b5")
 ENCODER_NAMES = (*CONV_WIDTHS, *MIT_NAMES)
 
@@ -25,4 +29,6 @@ def build_pyramid_encoder(name: str, in_channels: int, pretrained: str | None = 
         from mango.models.encoders.mit import MiTEncoder
 
         return MiTEncoder(name.removeprefix("mit-"), in_channels=in_channels, pretrained=pretrained)
-    raise ConfigError(f"model.encoder: unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")
+    raise ConfigError(
+        f"model.encoder: unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}"
+    )

@@ -71,8 +71,9 @@ class TextTokenEncoder(nn.Module):
         CheckpointError: the folder is missing or is not a transformers model.
     """
 
-    def __init__(self, path: str | None = None, max_length: int = 128,
-                 trainable: bool = False) -> None:
+    def __init__(
+        self, path: str | None = None, max_length: int = 128, trainable: bool = False
+    ) -> None:
         super().__init__()
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
@@ -113,7 +114,10 @@ class TextTokenEncoder(nn.Module):
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
         """``{"input_ids", "attention_mask"}``: int64 ``(len(texts), max_length)`` tensors."""
         encoded = self.tokenizer(
-            list(texts), padding="max_length", truncation=True, max_length=self.max_length,
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_length,
             return_tensors="pt",
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}

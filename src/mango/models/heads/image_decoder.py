@@ -42,7 +42,9 @@ class ImageDecoder(nn.Module):
         self.upsample_steps = upsample_steps
         floor = min(width, 16)
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, width, 3, padding=1), _group_norm(width), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            _group_norm(width),
+            nn.ReLU(inplace=True),
         ]
         channels = width
         for _ in range(upsample_steps):

@@ -43,8 +43,9 @@ MAX_ROW_ERRORS = 20
 _CHUNK_ROWS = 256
 
 
-def check_mmimdb(root: str | os.PathLike[str], *, decode: bool = True,
-                 workers: int | None = None) -> CheckReport:
+def check_mmimdb(
+    root: str | os.PathLike[str], *, decode: bool = True, workers: int | None = None
+) -> CheckReport:
     """Check the MM-IMDb folder ``root`` (HDF5 or raw release, detected from its files).
 
     ``decode`` reads every image (slow on the full release; off: only keys, text and labels);
@@ -72,8 +73,11 @@ def check_mmimdb(root: str | os.PathLike[str], *, decode: bool = True,
         _check_raw(root, report, decode, workers)
     for split, count in report.counts.items():
         if count != SPLIT_SIZES[split]:
-            report.warn(source, f"split {split!r} has {count} movies, the published split has "
-                        f"{SPLIT_SIZES[split]} (fine for a subset: use data.strict_sizes=false)")
+            report.warn(
+                source,
+                f"split {split!r} has {count} movies, the published split has "
+                f"{SPLIT_SIZES[split]} (fine for a subset: use data.strict_sizes=false)",
+            )
     return report
 
 
@@ -105,8 +109,9 @@ def _check_hdf5(root: Path, report: CheckReport, decode: bool) -> None:
             report.error(path, f"splits {first!r} and {second!r} share rows [{start}, {stop})")
     duplicates = [m for m, n in Counter(index.ids).items() if n > 1]
     if duplicates:
-        report.error(path, f"{len(duplicates)} imdb ids appear more than once "
-                     f"(e.g. {duplicates[0]!r})")
+        report.error(
+            path, f"{len(duplicates)} imdb ids appear more than once (e.g. {duplicates[0]!r})"
+        )
     unlabelled = int((index.labels.sum(1) == 0).sum())
     if unlabelled:
         report.warn(path, f"{unlabelled} movies have none of the 23 genres")
@@ -123,8 +128,9 @@ def _check_hdf5(root: Path, report: CheckReport, decode: bool) -> None:
                     try:
                         decode_sequence(ids, vocabulary, "")
                     except MMIMDbFileError as error:
-                        text_problems.append(f"sequences row {row} (imdb id {index.ids[row]}): "
-                                             f"{error.problem}")
+                        text_problems.append(
+                            f"sequences row {row} (imdb id {index.ids[row]}): {error.problem}"
+                        )
             _record(report, path, text_problems)
         if decode:
             _record(report, path, _image_problems(file["images"], index.rows))
@@ -140,8 +146,10 @@ def _image_problems(images: h5py.Dataset, rows: int) -> list[str]:
         bad = ((chunk < low) | (chunk > high)).reshape(len(chunk), -1).any(1)
         for row in np.flatnonzero(bad) + start:
             values = images[row]
-            problems.append(f"images row {row} has values in [{values.min()}, {values.max()}], "
-                            f"outside uint8 BGR minus mean {CAFFE_BGR_MEAN}")
+            problems.append(
+                f"images row {row} has values in [{values.min()}, {values.max()}], "
+                f"outside uint8 BGR minus mean {CAFFE_BGR_MEAN}"
+            )
     return problems
 
 

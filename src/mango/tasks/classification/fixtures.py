@@ -93,8 +93,10 @@ def fixture_movies(sizes: tuple[int, int, int] = (6, 3, 4), seed: int = 0) -> li
         rng.shuffle(words)
         longest = " ".join(words)
         # shorter plots: at most 8 filler words (<= 47 characters) vs >= 20 words above
-        shorter = [" ".join(rng.choice(_FILLER, size=int(rng.integers(3, 9))))
-                   for _ in range(int(rng.integers(0, 3)))]
+        shorter = [
+            " ".join(rng.choice(_FILLER, size=int(rng.integers(3, 9))))
+            for _ in range(int(rng.integers(0, 3)))
+        ]
         plots = shorter + [longest]
         rng.shuffle(plots)
         poster = np.empty((*POSTER_SIZE, 3), dtype=np.uint8)
@@ -109,8 +111,9 @@ def _check_sizes(sizes: tuple[int, int, int]) -> None:
         raise ValueError(f"sizes must be 3 non-negative counts (train, dev, test), got {sizes}")
 
 
-def write_mmimdb_hdf5_fixture(root: str | os.PathLike[str], sizes: tuple[int, int, int] = (6, 3, 4),
-                              seed: int = 0) -> Path:
+def write_mmimdb_hdf5_fixture(
+    root: str | os.PathLike[str], sizes: tuple[int, int, int] = (6, 3, 4), seed: int = 0
+) -> Path:
     """Write ``root/multimodal_imdb.hdf5`` and ``root/metadata.npy``; return ``root``.
 
     Example:
@@ -155,21 +158,40 @@ def write_mmimdb_hdf5_fixture(root: str | os.PathLike[str], sizes: tuple[int, in
 
 def _fuel_split_table(sizes: tuple[int, int, int]) -> np.ndarray:
     """The ``split`` attribute that Fuel's ``H5PYDataset.create_split_array`` writes."""
-    sources = ("features", "three_grams", "sequences", "images", "vgg_features", "imdb_ids",
-               "word_grams", "genres")
-    dtype = np.dtype([("split", "S5"), ("source", "S12"), ("start", "i8"), ("stop", "i8"),
-                      ("indices", h5py.ref_dtype), ("available", "?"), ("comment", "S1")])
+    sources = (
+        "features",
+        "three_grams",
+        "sequences",
+        "images",
+        "vgg_features",
+        "imdb_ids",
+        "word_grams",
+        "genres",
+    )
+    dtype = np.dtype(
+        [
+            ("split", "S5"),
+            ("source", "S12"),
+            ("start", "i8"),
+            ("stop", "i8"),
+            ("indices", h5py.ref_dtype),
+            ("available", "?"),
+            ("comment", "S1"),
+        ]
+    )
     rows, start = [], 0
     for split, size in zip(SPLIT_SIZES, sizes, strict=True):
         for source in sources:
-            rows.append((split.encode(), source.encode(), start, start + size, h5py.Reference(),
-                         True, b"."))
+            rows.append(
+                (split.encode(), source.encode(), start, start + size, h5py.Reference(), True, b".")
+            )
         start += size
     return np.array(rows, dtype=dtype)
 
 
-def write_mmimdb_raw_fixture(root: str | os.PathLike[str], sizes: tuple[int, int, int] = (6, 3, 4),
-                             seed: int = 0) -> Path:
+def write_mmimdb_raw_fixture(
+    root: str | os.PathLike[str], sizes: tuple[int, int, int] = (6, 3, 4), seed: int = 0
+) -> Path:
     """Write ``root/dataset/<id>.json``, ``root/dataset/<id>.jpeg`` and ``root/split.json``.
 
     Example:
@@ -184,8 +206,12 @@ def write_mmimdb_raw_fixture(root: str | os.PathLike[str], sizes: tuple[int, int
     folder.mkdir(parents=True, exist_ok=True)
     movies = fixture_movies(sizes, seed)
     for movie in movies:
-        record = {"title": f"Movie {movie.imdb_id}", "imdb_id": movie.imdb_id,
-                  "plot": list(movie.plots), "genres": list(movie.genres)}
+        record = {
+            "title": f"Movie {movie.imdb_id}",
+            "imdb_id": movie.imdb_id,
+            "plot": list(movie.plots),
+            "genres": list(movie.genres),
+        }
         atomic_write_json(folder / f"{movie.imdb_id}.json", record)
         buffer = io.BytesIO()
         Image.fromarray(movie.poster).save(buffer, format="JPEG", quality=95)

@@ -57,8 +57,10 @@ class MultiLabelF1(Metric):
     def update(self, probs: Tensor, targets: Tensor) -> None:
         """Add a batch: ``probs`` in [0, 1] and ``targets`` in {0, 1}, both ``(B, num_labels)``."""
         if probs.shape != targets.shape or probs.ndim != 2 or probs.shape[1] != self.num_labels:
-            raise ValueError(f"expected probs and targets of shape (B, {self.num_labels}), got "
-                             f"{tuple(probs.shape)} and {tuple(targets.shape)}")
+            raise ValueError(
+                f"expected probs and targets of shape (B, {self.num_labels}), got "
+                f"{tuple(probs.shape)} and {tuple(targets.shape)}"
+            )
         self.probs.append(probs.detach().float())
         self.targets.append(targets.detach().round().to(torch.int64))
 
@@ -67,21 +69,30 @@ class MultiLabelF1(Metric):
         probs, targets = dim_zero_cat(self.probs), dim_zero_cat(self.targets)
         scores: dict[str, float | dict[str, float]] = {}
         for average in ("micro", "macro", "weighted"):
-            value = multilabel_f1_score(probs, targets, num_labels=self.num_labels,
-                                        threshold=self.threshold, average=average)
+            value = multilabel_f1_score(
+                probs,
+                targets,
+                num_labels=self.num_labels,
+                threshold=self.threshold,
+                average=average,
+            )
             scores[f"f1_{average}"] = 100.0 * float(value)
         predicted = (probs > self.threshold).cpu().numpy().astype(np.int64)
         scores["f1_samples"] = 100.0 * float(
-            f1_score(targets.cpu().numpy(), predicted, average="samples", zero_division=0))
-        per_genre = multilabel_f1_score(probs, targets, num_labels=self.num_labels,
-                                        threshold=self.threshold, average="none")
+            f1_score(targets.cpu().numpy(), predicted, average="samples", zero_division=0)
+        )
+        per_genre = multilabel_f1_score(
+            probs, targets, num_labels=self.num_labels, threshold=self.threshold, average="none"
+        )
         scores["per_genre_f1"] = {
-            name: 100.0 * float(v) for name, v in zip(self.label_names, per_genre, strict=True)}
+            name: 100.0 * float(v) for name, v in zip(self.label_names, per_genre, strict=True)
+        }
         return scores
 
 
-def tune_threshold(probs: Tensor | np.ndarray, targets: Tensor | np.ndarray,
-                   grid: Sequence[float] | None = None) -> float:
+def tune_threshold(
+    probs: Tensor | np.ndarray, targets: Tensor | np.ndarray, grid: Sequence[float] | None = None
+) -> float:
     """The global threshold of ``grid`` (default 0.05, 0.10, ..., 0.95) with the best micro-F1.
 
     Prediction is ``p > threshold`` compared in the dtype of ``probs`` (as :class:`MultiLabelF1`

@@ -79,8 +79,9 @@ def detect_format(root: str | os.PathLike[str]) -> Format:
     if (root / RAW_FOLDER).is_dir() or (root / SPLIT_FILE).is_file():
         return "raw"
     raise MMIMDbFileError(
-        root, f"no MM-IMDb data: expected {HDF5_FILE} + {METADATA_FILE}, "
-        f"or {RAW_FOLDER}/<id>.json + {SPLIT_FILE}"
+        root,
+        f"no MM-IMDb data: expected {HDF5_FILE} + {METADATA_FILE}, "
+        f"or {RAW_FOLDER}/<id>.json + {SPLIT_FILE}",
     )
 
 
@@ -105,8 +106,9 @@ def decode_caffe_image(array: np.ndarray) -> Tensor:
 def to_network_input(rgb: Tensor, size: int) -> Tensor:
     """(3, H, W) RGB in [0, 1] -> (3, size, size), bilinear (antialiased), ImageNet-normalised."""
     if rgb.shape[-2:] != (size, size):
-        rgb = F.interpolate(rgb[None], size=(size, size), mode="bilinear", align_corners=False,
-                            antialias=True)[0].clamp_(0.0, 1.0)
+        rgb = F.interpolate(
+            rgb[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )[0].clamp_(0.0, 1.0)
     mean = torch.tensor(IMAGENET_MEAN, dtype=rgb.dtype).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=rgb.dtype).view(3, 1, 1)
     return (rgb - mean) / std
@@ -154,7 +156,11 @@ class Hdf5Index:
                 if key not in file or not isinstance(file[key], h5py.Dataset):
                     raise MMIMDbFileError(path, f"missing dataset key {key!r}")
             images, sequences, genres, ids = (
-                file["images"], file["sequences"], file["genres"], file["imdb_ids"])
+                file["images"],
+                file["sequences"],
+                file["genres"],
+                file["imdb_ids"],
+            )
             self.rows = int(genres.shape[0]) if genres.ndim else 0
             self._check_images(images)
             self._check_sequences(sequences)
@@ -168,13 +174,15 @@ class Hdf5Index:
 
     def _check_rows(self, key: str, dataset: h5py.Dataset) -> None:
         if dataset.shape[:1] != (self.rows,):
-            raise self._fail(f"key {key!r} has shape {dataset.shape}, expected {self.rows} rows "
-                             f"like 'genres'")
+            raise self._fail(
+                f"key {key!r} has shape {dataset.shape}, expected {self.rows} rows like 'genres'"
+            )
 
     def _check_images(self, images: h5py.Dataset) -> None:
         if images.dtype.kind not in "iu":
-            raise self._fail(f"key 'images' has dtype {images.dtype}, expected int32 "
-                             f"(Caffe BGR minus mean)")
+            raise self._fail(
+                f"key 'images' has dtype {images.dtype}, expected int32 (Caffe BGR minus mean)"
+            )
         if images.ndim != 4 or images.shape[1] != 3:
             raise self._fail(f"key 'images' has shape {images.shape}, expected (N, 3, H, W)")
         self._check_rows("images", images)
@@ -182,8 +190,10 @@ class Hdf5Index:
     def _check_sequences(self, sequences: h5py.Dataset) -> None:
         base = h5py.check_vlen_dtype(sequences.dtype)
         if base is None or base.kind not in "iu":
-            raise self._fail(f"key 'sequences' has dtype {sequences.dtype}, expected "
-                             f"variable-length int32 word ids")
+            raise self._fail(
+                f"key 'sequences' has dtype {sequences.dtype}, expected "
+                f"variable-length int32 word ids"
+            )
         self._check_rows("sequences", sequences)
 
     def _read_genres(self, genres: h5py.Dataset) -> np.ndarray:
@@ -207,14 +217,19 @@ class Hdf5Index:
         if isinstance(names, bytes):
             names = names.decode()
         try:
-            listed = json.loads(names) if isinstance(names, str) else [
-                n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(names)]
+            listed = (
+                json.loads(names)
+                if isinstance(names, str)
+                else [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(names)]
+            )
         except json.JSONDecodeError as exc:
             raise self._fail("attribute genres.target_names is not a JSON list of names") from exc
         if sorted(map(str, listed)) != sorted(GENRES):
             unknown = sorted(set(map(str, listed)) ^ set(GENRES))
-            raise self._fail(f"attribute genres.target_names differs from the standard 23 genres "
-                             f"(mismatch: {', '.join(unknown[:4])})")
+            raise self._fail(
+                f"attribute genres.target_names differs from the standard 23 genres "
+                f"(mismatch: {', '.join(unknown[:4])})"
+            )
         return np.array([listed.index(name) for name in GENRES])
 
     def _read_ids(self, ids: h5py.Dataset) -> list[str]:
@@ -229,11 +244,14 @@ class Hdf5Index:
         if "split" in file.attrs:
             table = file.attrs["split"]
             try:
-                rows = zip(table["split"], table["source"], table["start"], table["stop"],
-                           strict=True)
+                rows = zip(
+                    table["split"], table["source"], table["start"], table["stop"], strict=True
+                )
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise self._fail("attribute 'split' is not a Fuel split table "
-                                 "(fields split, source, start, stop)") from exc
+                raise self._fail(
+                    "attribute 'split' is not a Fuel split table "
+                    "(fields split, source, start, stop)"
+                ) from exc
             for name, source, start, stop in rows:
                 name = name.decode() if isinstance(name, bytes) else str(name)
                 source = source.decode() if isinstance(source, bytes) else str(source)
@@ -249,8 +267,10 @@ class Hdf5Index:
                 start += size
         for name, (start, stop) in ranges.items():
             if not 0 <= start <= stop <= self.rows:
-                raise self._fail(f"split {name!r} rows [{start}, {stop}) outside the "
-                                 f"{self.rows} rows of the file")
+                raise self._fail(
+                    f"split {name!r} rows [{start}, {stop}) outside the "
+                    f"{self.rows} rows of the file"
+                )
         return ranges
 
 
@@ -315,8 +335,9 @@ def read_split_file(path: Path) -> dict[str, list[str]]:
             raise MMIMDbFileError(path, f"key {split!r} must be a list of imdb id strings")
         for movie in ids:
             if movie in seen:
-                raise MMIMDbFileError(path, f"imdb id {movie!r} appears twice ({seen[movie]} and "
-                                      f"{split})")
+                raise MMIMDbFileError(
+                    path, f"imdb id {movie!r} appears twice ({seen[movie]} and {split})"
+                )
             seen[movie] = split
         splits[split] = ids
     return splits
@@ -382,8 +403,13 @@ class MMIMDbDataset(Dataset[dict[str, Any]]):
         ('raw', 3, (3, 32, 32), (23,))
     """
 
-    def __init__(self, root: str | os.PathLike[str], split: str, image_size: int = 224,
-                 strict_sizes: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str,
+        image_size: int = 224,
+        strict_sizes: bool = True,
+    ) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         self.root = Path(root)

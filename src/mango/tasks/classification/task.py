@@ -117,10 +117,17 @@ class MMIMDbTask(Task):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.trainer.seed)
             return GenreClassifier(
-                len(GENRES), cfg.data.image_size, cfg.data.max_text_tokens, fusion=m.fusion,
-                dim=m.dim, flow=cfg.flow.model_dump(), head_hidden=m.head_hidden,
-                dropout=m.dropout, train_image_encoder=m.train_image_encoder,
-                train_text_encoder=m.train_text_encoder, image_weights=m.image_weights,
+                len(GENRES),
+                cfg.data.image_size,
+                cfg.data.max_text_tokens,
+                fusion=m.fusion,
+                dim=m.dim,
+                flow=cfg.flow.model_dump(),
+                head_hidden=m.head_hidden,
+                dropout=m.dropout,
+                train_image_encoder=m.train_image_encoder,
+                train_text_encoder=m.train_text_encoder,
+                image_weights=m.image_weights,
                 text_encoder=m.text_encoder,
             )
 

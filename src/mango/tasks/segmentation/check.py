@@ -136,8 +136,12 @@ def _problems(
         return
     workers = workers or min(8, os.cpu_count() or 1)
     bar = tqdm(
-        total=len(entries), desc=f"checking {layout.name}", unit="sample", file=sys.stderr,
-        disable=None if progress else True, leave=False,
+        total=len(entries),
+        desc=f"checking {layout.name}",
+        unit="sample",
+        file=sys.stderr,
+        disable=None if progress else True,
+        leave=False,
     )
     with bar, ThreadPoolExecutor(max_workers=workers) as pool:
         for problems in pool.map(lambda e: check_entry(e, layout, decode), entries):

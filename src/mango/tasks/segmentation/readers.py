@@ -51,9 +51,7 @@ class Entry:
     depth: Path
 
 
-def parse_list(
-    path: Path, layout: SegmentationLayout
-) -> tuple[list[Entry], list[tuple[int, str]]]:
+def parse_list(path: Path, layout: SegmentationLayout) -> tuple[list[Entry], list[tuple[int, str]]]:
     """Parse a list file; return the well-formed entries and ``(line number, problem)`` pairs.
 
     Blank lines are skipped. A line is well-formed when it has exactly three fields, each a
@@ -75,8 +73,13 @@ def parse_list(
         fields = line.split("\t") if "\t" in line else line.split()
         fields = [f.strip() for f in fields]
         if len(fields) != len(layout.columns):
-            problems.append((number, f"expected {len(layout.columns)} tab-separated paths "
-                                     f"({', '.join(layout.columns)}), found {len(fields)}"))
+            problems.append(
+                (
+                    number,
+                    f"expected {len(layout.columns)} tab-separated paths "
+                    f"({', '.join(layout.columns)}), found {len(fields)}",
+                )
+            )
             continue
         paths: dict[str, Path] = {}
         for modality, value in zip(layout.columns, fields, strict=True):
@@ -102,8 +105,6 @@ def read_entries(root: Path, layout: SegmentationLayout, split: str) -> list[Ent
     if not entries:
         raise BadFileError(path, "list file is empty")
     return entries
-
-
 
 
 def open_rgb(path: Path, decode: bool = True) -> Image.Image:

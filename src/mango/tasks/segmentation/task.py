@@ -22,30 +22,46 @@ from mango.tasks.segmentation.layouts import IGNORE_INDEX, get_layout
 from mango.tasks.segmentation.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
-
 class SegmentationModelSettings(Section):
     """Model section shared by all segmentation tasks."""
 
     modalities: list[str] = Field(default_factory=lambda: ["rgb", "depth"], min_length=1)
     fusion: Literal["mango", "concat", "single"] = "mango"
     encoder: str = "conv-small"
-    pretrained: str | None = Field(None, description="local MiT weights (HF folder/file or mit_bX.pth)")
-    fuse_stages: list[int] = Field(default_factory=lambda: [2, 3], description="encoder stages fused by the flow (0..3)")
+    pretrained: str | None = Field(
+        None, description="local MiT weights (HF folder/file or mit_bX.pth)"
+    )
+    fuse_stages: list[int] = Field(
+        default_factory=lambda: [2, 3], description="encoder stages fused by the flow (0..3)"
+    )
     dim: int = Field(64, ge=2, description="token channels D inside the flow")
     head_dim: int = Field(128, ge=1)
     dropout: float = Field(0.1, ge=0, le=1)
 
 
-def _build_model(cfg: Any, num_classes: int, image_size: tuple[int, int]) -> SegmentationFusionModel:
+def _build_model(
+    cfg: Any, num_classes: int, image_size: tuple[int, int]
+) -> SegmentationFusionModel:
     m = cfg.model
     channels = {"rgb": 3, "depth": 1}
     unknown = [name for name in m.modalities if name not in channels]
     if unknown:
-        raise ConfigError(f"model.modalities: unknown modality {unknown[0]!r}; use rgb and/or depth")
+        raise ConfigError(
+            f"model.modalities: unknown modality {unknown[0]!r}; use rgb and/or depth"
+        )
     return SegmentationFusionModel(
-        m.modalities, channels, num_classes, image_size, encoder=m.encoder, fusion=m.fusion,
-        fuse_stages=m.fuse_stages, dim=m.dim, flow=cfg.flow.model_dump(), head_dim=m.head_dim,
-        pretrained=m.pretrained, dropout=m.dropout,
+        m.modalities,
+        channels,
+        num_classes,
+        image_size,
+        encoder=m.encoder,
+        fusion=m.fusion,
+        fuse_stages=m.fuse_stages,
+        dim=m.dim,
+        flow=cfg.flow.model_dump(),
+        head_dim=m.head_dim,
+        pretrained=m.pretrained,
+        dropout=m.dropout,
     )
 
 
@@ -92,8 +108,13 @@ class _SegmentationTask(Task):
                 d = (d - d.min()) / max(float(d.max() - d.min()), 1e-8)
                 panels.append(np.repeat((d * 255).astype(np.uint8)[..., None], 3, axis=2))
             panels.append(colour)
-            for path, image in ((out_dir / f"{name}.png", colour), (out_dir / f"{name}_panel.png", np.concatenate(panels, axis=1))):
-                atomic_save(path, lambda f, image=image: Image.fromarray(image).save(f, format="PNG"))
+            for path, image in (
+                (out_dir / f"{name}.png", colour),
+                (out_dir / f"{name}_panel.png", np.concatenate(panels, axis=1)),
+            ):
+                atomic_save(
+                    path, lambda f, image=image: Image.fromarray(image).save(f, format="PNG")
+                )
                 written.append(path)
         return written
 
@@ -147,10 +168,17 @@ class SyntheticTask(_SegmentationTask):
     def dataset(self, cfg: Any, split: str) -> Any:
         from mango.data.synthetic import SyntheticScenes
 
-        counts = {"train": cfg.data.train_scenes, "val": cfg.data.val_scenes, "test": cfg.data.test_scenes}
+        counts = {
+            "train": cfg.data.train_scenes,
+            "val": cfg.data.val_scenes,
+            "test": cfg.data.test_scenes,
+        }
         if split not in counts:
             raise ConfigError(f"--split: expected train, val or test, got {split!r}")
-        return _Named(SyntheticScenes(counts[split], split=split, size=cfg.data.size, seed=cfg.data.seed), split)
+        return _Named(
+            SyntheticScenes(counts[split], split=split, size=cfg.data.size, seed=cfg.data.seed),
+            split,
+        )
 
     def transform(self, cfg: Any, train: bool) -> Transform:
         return _flip_transform(cfg.data.flip and train)
@@ -181,17 +209,29 @@ class RGBDData(Section):
     """An RGB-D segmentation dataset on disk (layouts in DATA.md)."""
 
     root: str | None = Field(None, description="dataset folder (or pass --data)")
-    crop_size: tuple[int, int] = Field((256, 256), description="training crop; the flow is built for it")
+    crop_size: tuple[int, int] = Field(
+        (256, 256), description="training crop; the flow is built for it"
+    )
     scale_range: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
     color_jitter: float = Field(0.2, ge=0)
-    eval_size: tuple[int, int] | None = Field(None, description="resize images for evaluation (SUN: 480x480)")
+    eval_size: tuple[int, int] | None = Field(
+        None, description="resize images for evaluation (SUN: 480x480)"
+    )
     eval_scales: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     eval_flip: bool = False
-    eval_stride: float = Field(2 / 3, gt=0, le=1, description="sliding-window stride, fraction of the crop")
-    val_fraction: float = Field(0.05, ge=0, lt=1, description="train images held out for validation")
-    max_items: int | None = Field(None, ge=1, description="use only the first N images of each list")
-    depth: dict[str, Any] = Field(default_factory=dict, description="depth normalisation (set by the layout)")
+    eval_stride: float = Field(
+        2 / 3, gt=0, le=1, description="sliding-window stride, fraction of the crop"
+    )
+    val_fraction: float = Field(
+        0.05, ge=0, lt=1, description="train images held out for validation"
+    )
+    max_items: int | None = Field(
+        None, ge=1, description="use only the first N images of each list"
+    )
+    depth: dict[str, Any] = Field(
+        default_factory=dict, description="depth normalisation (set by the layout)"
+    )
 
 
 class _RGBDConfig(RunConfig):
@@ -226,7 +266,9 @@ class _RGBDTask(_SegmentationTask):
 
     def _root(self, cfg: Any) -> Path:
         if cfg.data.root is None:
-            raise ConfigError(f"data.root: no dataset folder given for {self.name} (pass --data DIR)")
+            raise ConfigError(
+                f"data.root: no dataset folder given for {self.name} (pass --data DIR)"
+            )
         return Path(cfg.data.root)
 
     def dataset(self, cfg: Any, split: str) -> Any:
@@ -259,7 +301,9 @@ class _RGBDTask(_SegmentationTask):
         bits: list[Tensor] = []
 
         def logits_fn(inputs: Sample) -> Tensor:
-            logits, b = sliding_window_logits(model, inputs, tuple(cfg.data.crop_size), cfg.data.eval_stride)
+            logits, b = sliding_window_logits(
+                model, inputs, tuple(cfg.data.crop_size), cfg.data.eval_stride
+            )
             if b is not None:
                 bits.append(b)
             return logits
@@ -272,8 +316,11 @@ class _RGBDTask(_SegmentationTask):
     def eval_settings(self, cfg: Any) -> dict[str, Any]:
         d = cfg.data
         return {
-            "eval_scales": list(d.eval_scales), "eval_flip": d.eval_flip, "eval_stride": d.eval_stride,
-            "eval_size": list(d.eval_size) if d.eval_size else None, "crop_size": list(d.crop_size),
+            "eval_scales": list(d.eval_scales),
+            "eval_flip": d.eval_flip,
+            "eval_stride": d.eval_stride,
+            "eval_size": list(d.eval_size) if d.eval_size else None,
+            "crop_size": list(d.crop_size),
         }
 
     def check_data(self, root: Path) -> CheckReport:
@@ -302,7 +349,9 @@ def sliding_window_logits(
     bits = []
     for top in tops:
         for left in lefts:
-            window = {m: t[..., top : top + crop[0], left : left + crop[1]] for m, t in padded.items()}
+            window = {
+                m: t[..., top : top + crop[0], left : left + crop[1]] for m, t in padded.items()
+            }
             out = model(window)
             if logits is None:
                 logits = out.logits.new_zeros(out.logits.shape[:2] + (full_h, full_w))

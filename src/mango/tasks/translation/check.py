@@ -84,8 +84,11 @@ def check_taskonomy(
             continue
         report.counts[split] = len(split_templates)
         if len(split_templates) != PUBLISHED_COUNTS[split]:
-            report.warn(list_path, f"{len(split_templates)} samples, the published {split} "
-                                   f"split has {PUBLISHED_COUNTS[split]}")
+            report.warn(
+                list_path,
+                f"{len(split_templates)} samples, the published {split} "
+                f"split has {PUBLISHED_COUNTS[split]}",
+            )
         templates.extend(split_templates)
     if not templates:
         return report

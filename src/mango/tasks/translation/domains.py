@@ -180,4 +180,3 @@ def decode(name: str, raw: np.ndarray) -> Tensor:
         raise ValueError(f"expected (H, W), (H, W, 3) or (H, W, 4) pixels, got {values.shape}")
     tensor = torch.from_numpy(np.ascontiguousarray(values[..., :3])).permute(2, 0, 1)
     return tensor.expand(3, -1, -1).contiguous() if tensor.shape[0] == 1 else tensor.contiguous()
-

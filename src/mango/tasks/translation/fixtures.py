@@ -76,8 +76,11 @@ def make_scene(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
         "reshading": u8(shading * 255.0),
         "depth_zbuffer": u16(depth * 512.0),
         "depth_euclidean": u16(distance * 512.0),
-        "principal_curvature": u8(np.stack([127 + 60 * np.tanh(cxx), 127 + 60 * np.tanh(cyy),
-                                            np.full_like(cxx, 127)], axis=-1)),
+        "principal_curvature": u8(
+            np.stack(
+                [127 + 60 * np.tanh(cxx), 127 + 60 * np.tanh(cyy), np.full_like(cxx, 127)], axis=-1
+            )
+        ),
         "edge_texture": u16(np.hypot(lx, ly) / 100.0 * 11355.0),
         "edge_occlusion": u16(np.minimum(np.hypot(dx, dy), 1.0) * 11584.0),
         "segment_unsup2d": u8(surface * 30),

@@ -79,8 +79,13 @@ class MobileNetFeatures(nn.Module):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         if tuple(x.shape[-2:]) != (self.size, self.size):
             shrink = min(x.shape[-2:]) > self.size
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
-                              align_corners=False, antialias=shrink)
+            x = F.interpolate(
+                x,
+                size=(self.size, self.size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=shrink,
+            )
         features = self.net.forward_features((x - self.mean) / self.std)
         return features.mean(dim=(2, 3))
 
@@ -161,8 +166,10 @@ class TranslationMetrics(Metric):
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add a batch of predictions and targets, both ``(B, 3, H, W)`` in [-1, 1]."""
         if preds.shape != target.shape or preds.ndim != 4 or preds.shape[1] != 3:
-            raise ValueError(f"expected preds and target of one shape (B, 3, H, W), got "
-                             f"{tuple(preds.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"expected preds and target of one shape (B, 3, H, W), got "
+                f"{tuple(preds.shape)} and {tuple(target.shape)}"
+            )
         preds, target = preds.detach(), target.detach()
         diff = preds.double() - target.double()
         self.abs_sum += diff.abs().sum()
@@ -171,13 +178,13 @@ class TranslationMetrics(Metric):
         self.images += preds.shape[0]
         fake = ((preds.double() + 1.0) / 2.0).clamp(0.0, 1.0)
         real = ((target.double() + 1.0) / 2.0).clamp(0.0, 1.0)
-        psnr = peak_signal_noise_ratio(fake, real, data_range=1.0, reduction="none",
-                                       dim=(1, 2, 3))
+        psnr = peak_signal_noise_ratio(fake, real, data_range=1.0, reduction="none", dim=(1, 2, 3))
         self.psnr_sum += psnr.clamp(max=MAX_PSNR).sum()
         size = min(11, *preds.shape[-2:])
         kernel = size if size % 2 else size - 1
-        ssim = structural_similarity_index_measure(fake, real, data_range=1.0, kernel_size=kernel,
-                                                   reduction="none")
+        ssim = structural_similarity_index_measure(
+            fake, real, data_range=1.0, kernel_size=kernel, reduction="none"
+        )
         self.ssim_sum += ssim.sum()
         if self.extractor is not None:
             with torch.no_grad():
@@ -209,14 +216,20 @@ class TranslationMetrics(Metric):
             real, fake = dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features)
         n = min(real.shape[0], fake.shape[0])
         if n < 2:
-            logger.warning("FID/KID need at least 2 predictions and 2 targets, got %d and %d; "
-                           "reporting NaN", fake.shape[0], real.shape[0])
+            logger.warning(
+                "FID/KID need at least 2 predictions and 2 targets, got %d and %d; reporting NaN",
+                fake.shape[0],
+                real.shape[0],
+            )
             return math.nan, math.nan
         with warnings.catch_warnings():  # "KID will save all extracted features": we know
             warnings.filterwarnings("ignore", message=".*save all extracted features.*")
             kid = KernelInceptionDistance(
-                feature=_Precomputed(real.shape[1]), subsets=self.kid_subsets, normalize=True,
-                subset_size=min(n, KID_SUBSET_SIZE), sync_on_compute=False,
+                feature=_Precomputed(real.shape[1]),
+                subsets=self.kid_subsets,
+                normalize=True,
+                subset_size=min(n, KID_SUBSET_SIZE),
+                sync_on_compute=False,
             )
         kid.to(real.device)
         kid.update(real, real=True)

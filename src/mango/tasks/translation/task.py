@@ -81,22 +81,28 @@ class TaskonomyData(Section):
             pair_inputs, pair_target = PAIRS[self.pair]
             expected = [canonical_domain(n) for n in pair_inputs]
             if inputs is not None and inputs != expected:
-                raise _conflict(f"data.inputs {inputs} conflicts with data.pair {self.pair!r} "
-                                f"(inputs {expected}); remove one of them")
+                raise _conflict(
+                    f"data.inputs {inputs} conflicts with data.pair {self.pair!r} "
+                    f"(inputs {expected}); remove one of them"
+                )
             if target is not None and target != canonical_domain(pair_target):
-                raise _conflict(f"data.target {target!r} conflicts with data.pair {self.pair!r} "
-                                f"(target {canonical_domain(pair_target)!r}); remove one of them")
+                raise _conflict(
+                    f"data.target {target!r} conflicts with data.pair {self.pair!r} "
+                    f"(target {canonical_domain(pair_target)!r}); remove one of them"
+                )
             inputs, target = expected, canonical_domain(pair_target)
         if inputs is None or target is None:
-            raise _conflict("data.inputs / data.target: give both, or data.pair (one of "
-                            f"{', '.join(PAIRS)})")
+            raise _conflict(
+                f"data.inputs / data.target: give both, or data.pair (one of {', '.join(PAIRS)})"
+            )
         if len(set(inputs)) != len(inputs):
             raise _conflict(f"data.inputs: a domain is listed twice ({', '.join(inputs)})")
         if target in inputs:
             raise _conflict(f"data.target: {target!r} is also an input")
         if self.crop_size > self.load_size:
-            raise _conflict(f"data.crop_size: {self.crop_size} exceeds data.load_size "
-                            f"{self.load_size}")
+            raise _conflict(
+                f"data.crop_size: {self.crop_size} exceeds data.load_size {self.load_size}"
+            )
         self.inputs, self.target = inputs, target
         return self
 
@@ -107,7 +113,8 @@ class TranslationModelSettings(Section):
     fusion: Literal["mango", "concat", "single"] = "mango"
     dim: int = Field(128, ge=2, description="token channels D inside the fusion")
     encoder_widths: list[int] = Field(
-        default_factory=lambda: [64, 128, 256, 256], min_length=1,
+        default_factory=lambda: [64, 128, 256, 256],
+        min_length=1,
         description="channels per stride-2 encoder stage (token grid = crop_size / 2^len)",
     )
     decoder_width: int = Field(256, ge=2)
@@ -171,8 +178,12 @@ class TaskonomyTask(Task):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.trainer.seed)
             model = TranslationModel(
-                cfg.data.inputs, cfg.data.crop_size, fusion=m.fusion, dim=m.dim,
-                encoder_widths=m.encoder_widths, decoder_width=m.decoder_width,
+                cfg.data.inputs,
+                cfg.data.crop_size,
+                fusion=m.fusion,
+                dim=m.dim,
+                encoder_widths=m.encoder_widths,
+                decoder_width=m.decoder_width,
                 flow=cfg.flow.model_dump(),
                 gan={"ndf": gan.ndf, "layers": gan.layers} if gan.enabled else None,
             )
@@ -192,8 +203,10 @@ class TaskonomyTask(Task):
         from mango.tasks.translation.transforms import EvalTransform, TrainTransform
 
         d = cfg.data
-        return TrainTransform(d.load_size, d.crop_size, d.flip) if train else EvalTransform(
-            d.crop_size
+        return (
+            TrainTransform(d.load_size, d.crop_size, d.flip)
+            if train
+            else EvalTransform(d.crop_size)
         )
 
     def loss(self, outputs: TranslationOutput, batch: Sample) -> Tensor:
