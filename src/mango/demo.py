@@ -87,7 +87,6 @@ def _write_report(
     from mango.report import (
         Section,
         read_lightning_csv,
-        save_attention_maps,
         save_learning_curves,
         save_prediction_grid,
         write_report,
@@ -124,9 +123,7 @@ def _write_report(
         curves[name] = {k: v for k, v in log.items() if k in ("train/task_loss", "val/miou")}
     curves_png = save_learning_curves(figures / "learning_curves.png", curves)
 
-    attention_pngs, roundtrip = _attention_figures(
-        fusion_model, shown[0], task, cfg, figures, save_attention_maps
-    )
+    attention_pngs, roundtrip = _attention_figures(fusion_model, shown[0], task, cfg, figures)
 
     table = [
         {
@@ -180,8 +177,11 @@ def _write_report(
 
 
 def _attention_figures(
-    model, sample, task, cfg, figures: Path, save_attention_maps
+    model: Any, sample: dict[str, Any], task: Any, cfg: Any, figures: Path
 ) -> tuple[list[Path], str]:
+    """Attention maps of the first and last MMCA v1 layer of the trained flow, and its round trip."""
+    from mango.report import save_attention_maps
+
     stage = cfg.model.fuse_stages[0]
     batch = {k: v[None] for k, v in sample.items() if isinstance(v, torch.Tensor)}
     flow = model.stages[stage].fusion.flow
