@@ -38,8 +38,8 @@ class InvertibleCrossAttention(FlowLayer):
                       = D \\sum_i \\log\\big(c_0 + c_1 P_{ii}\\big).
 
     ``A`` is upper-triangular with a positive diagonal, so the inverse recomputes ``A`` from
-    ``Y_1 = X_1`` and solves ``A X_2 = Y_2`` by back substitution (no ``slogdet``, ``inv`` or
-    ``pinv``). On the CPU the forward pass uses a fused attention kernel that never forms ``A``
+    ``Y_1 = X_1`` and solves ``A X_2 = Y_2`` by back substitution (no dense determinant, inverse
+    or pseudo-inverse). On the CPU the forward pass uses a fused attention kernel that never forms ``A``
     (``fused=True``, :mod:`mango.flows.fused`); ``fused=False`` selects the dense path.
     Forms: ``"gated"`` (default) ``c_0 = 1 - α, c_1 = α`` with ``α = sigmoid(g)``
     learned and ``g`` initialised at ``gate_init`` (-4, α ≈ 0.02: near identity, DESIGN.md §3b);
