@@ -6,7 +6,7 @@ Direction: forward = data -> latent. Tokens are ``(B, L, D)``; ``logdet`` is ``(
 from mango.flows.actnorm import ActNorm
 from mango.flows.attention import ATTENTION_FORMS, InvertibleCrossAttention
 from mango.flows.base import FlowLayer, SequentialFlow
-from mango.flows.block import AttentionMap, MangoBlock, MangoFlow
+from mango.flows.block import AttentionMap, MangoBlock, MangoFlow, NonFiniteFlowError
 from mango.flows.coupling import AffineCoupling
 from mango.flows.partitions import PARTITIONS, num_variants, partition_indices
 from mango.flows.token_mixing import LUTokenMixing
@@ -22,6 +22,7 @@ __all__ = [
     "LUTokenMixing",
     "MangoBlock",
     "MangoFlow",
+    "NonFiniteFlowError",
     "SequentialFlow",
     "num_variants",
     "partition_indices",

@@ -40,9 +40,24 @@ def check_tokens(x: Tensor, length: int | None, dim: int | None, where: str) -> 
         raise ValueError(f"{where}: expected {dim} channels per token, got {x.shape[2]}")
 
 
-def flow_dtype(x: Tensor) -> torch.dtype:
-    """The dtype the flow math runs in: float64 stays, anything narrower becomes float32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+def flow_dtype(layer: nn.Module, x: Tensor, where: str) -> torch.dtype:
+    """The dtype the flow math runs in: the layer's parameter dtype (float32 or float64).
+
+    Narrower inputs (float16, bfloat16) are computed in that dtype; a float64 input to a float32
+    layer is a ``ValueError`` rather than a silent loss of precision.
+    """
+    param = next(layer.parameters(), None)
+    target = (
+        param.dtype
+        if param is not None
+        else (torch.float64 if x.dtype == torch.float64 else torch.float32)
+    )
+    if x.dtype == torch.float64 and target != torch.float64:
+        raise ValueError(
+            f"{where}: float64 input for a {str(target).removeprefix('torch.')} layer; "
+            "call .double() on the flow or pass float32 tokens"
+        )
+    return target
 
 
 class FlowLayer(nn.Module, ABC):
@@ -65,15 +80,17 @@ class FlowLayer(nn.Module, ABC):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Map data ``x`` (B, L, D) to ``(y, logdet)`` with ``logdet`` shaped (B,)."""
-        check_tokens(x, self.length, self.dim, type(self).__name__)
+        where = type(self).__name__
+        check_tokens(x, self.length, self.dim, where)
         with torch.autocast(x.device.type, enabled=False):
-            return self._forward(x.to(flow_dtype(x)))
+            return self._forward(x.to(flow_dtype(self, x, where)))
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """Map latent ``y`` (B, L, D) back to ``(x, logdet_inv)`` with ``logdet_inv = -logdet``."""
-        check_tokens(y, self.length, self.dim, f"{type(self).__name__}.inverse")
+        where = f"{type(self).__name__}.inverse"
+        check_tokens(y, self.length, self.dim, where)
         with torch.autocast(y.device.type, enabled=False):
-            return self._inverse(y.to(flow_dtype(y)))
+            return self._inverse(y.to(flow_dtype(self, y, where)))
 
 
 class SequentialFlow(FlowLayer):

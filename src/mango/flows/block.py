@@ -17,10 +17,14 @@ from mango.flows.coupling import AffineCoupling
 from mango.flows.partitions import PARTITIONS, validate_tokens
 
 
+class NonFiniteFlowError(ValueError):
+    """NaN or Inf entered or left a :class:`MangoFlow`."""
+
+
 def _check_finite(x: Tensor, where: str) -> None:
     if isinstance(x, Tensor) and x.is_floating_point() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(
+        raise NonFiniteFlowError(
             f"{where}: {bad} NaN/Inf value(s) in the tokens (check the inputs or encoders)"
         )
 
@@ -127,12 +131,17 @@ class MangoFlow(SequentialFlow):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Map data ``x`` (B, L, D) to ``(z, logdet)``; non-finite input is a ``ValueError``."""
         _check_finite(x, "MangoFlow input")
-        return super().forward(x)
+        z, logdet = super().forward(x)
+        _check_finite(z, "MangoFlow output (overflow: rescale the tokens)")
+        _check_finite(logdet, "MangoFlow log-determinant (overflow: rescale the tokens)")
+        return z, logdet
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Map a latent ``z`` (B, L, D) back to ``(x, -logdet)``; non-finite input is a ``ValueError``."""
         _check_finite(z, "MangoFlow.inverse input")
-        return super().inverse(z)
+        x, logdet = super().inverse(z)
+        _check_finite(x, "MangoFlow.inverse output (overflow: the latent is far outside N(0, I))")
+        return x, logdet
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         needs_graph = torch.is_grad_enabled() and (

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from mango.config import RunConfig, dump_yaml
 from mango.errors import MangoError
+from mango.flows import NonFiniteFlowError
 from mango.tasks.base import Sample, Task
 from mango.train.checkpoint import check_architecture, metadata
 
@@ -41,6 +42,8 @@ def first_non_finite_module(model: nn.Module, batch: Sample) -> str:
     try:
         with torch.no_grad():
             model(batch)
+    except NonFiniteFlowError:
+        pass  # the hooks have already seen the first non-finite output
     finally:
         for handle in handles:
             handle.remove()
@@ -89,8 +92,18 @@ class MangoModule(pl.LightningModule):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(interval)
 
+    def _non_finite(self, batch: Sample, what: str) -> NonFiniteError:
+        where = first_non_finite_module(self.model, batch)
+        return NonFiniteError(
+            f"step {self.global_step}: non-finite {what}; first non-finite output in {where}; "
+            "no weights were written from this step (lower optim.lr or check the inputs)"
+        )
+
     def training_step(self, batch: Sample, batch_idx: int) -> Tensor:
-        outputs = self.model(batch)
+        try:
+            outputs = self.model(batch)
+        except NonFiniteFlowError:
+            raise self._non_finite(batch, "flow tokens") from None
         task_loss = self.task.loss(outputs, batch)
         bits = getattr(outputs, "bits_per_dim", None)
         bits = bits.mean() if bits is not None else None
@@ -98,11 +111,8 @@ class MangoModule(pl.LightningModule):
         if bits is not None and self.cfg.loss.nll_weight > 0:
             loss = loss + self.cfg.loss.nll_weight * bits
         if not torch.isfinite(loss):
-            where = first_non_finite_module(self.model, batch)
-            part = "task loss" if not torch.isfinite(task_loss) else "flow NLL"
-            raise NonFiniteError(
-                f"step {self.global_step}: non-finite {part}; first non-finite output in {where}; "
-                "no weights were written from this step (lower optim.lr or check the inputs)"
+            raise self._non_finite(
+                batch, "task loss" if not torch.isfinite(task_loss) else "flow NLL"
             )
         size = len(next(v for v in batch.values() if isinstance(v, Tensor)))
         if bits is not None:
