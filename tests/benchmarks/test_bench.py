@@ -1,0 +1,24 @@
+"""`mango bench --quick` runs end to end and reports every row (no timing assertions: ratios are
+machine-dependent; only their presence, sign and the exactness side-results are checked)."""
+
+from __future__ import annotations
+
+import json
+
+from mango.cli import main
+
+
+def test_bench_quick_writes_every_row(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    names = [row["row"][:2] for row in result["rows"]]
+    assert names == ["1.", "2.", "3.", "4.", "5."]
+    assert all(
+        row["mango"] > 0 and row["baseline"] > 0 and row["ratio"] > 0 for row in result["rows"]
+    )
+    inverse = result["rows"][1]
+    assert inverse["roundtrip_error_mango"] < 1e-5  # the exact inverse really inverts
+    memory = result["rows"][3]
+    assert memory["twelve_blocks_without_memory_saving_mib"] > 10 * memory["mango"]
+    assert [s["tokens_per_modality"] for s in result["scaling"]] == [256, 512, 1024]
