@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mango.errors import CheckpointError
+from mango.models.weights import read_state_dict
 
 Kernel = int | tuple[int, int]
 
@@ -246,14 +247,7 @@ def load_fid_inception(path: str | os.PathLike[str]) -> FIDInceptionV3:
             of the wrong shape (the first such key is named).
     """
     file = Path(path)
-    if not file.is_file():
-        raise CheckpointError(f"{file}: FID Inception weights file not found")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt files
-        raise CheckpointError(f"{file}: cannot be read as a torch state dict ({exc})") from exc
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{file}: expected a state dict, found {type(state).__name__}")
+    state = read_state_dict(file, "FID Inception")
     model = FIDInceptionV3()
     expected = {
         k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")

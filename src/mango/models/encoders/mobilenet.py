@@ -18,11 +18,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mango.errors import CheckpointError
+from mango.models.weights import read_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -169,14 +169,7 @@ def load_imagenet_mobilenet_v2(path: str | None = None) -> MobileNetV2:
         CheckpointError: the file is missing, unreadable or does not match the architecture.
     """
     file = Path(path) if path is not None else default_mobilenet_weights()
-    if not file.is_file():
-        raise CheckpointError(f"{file}: MobileNetV2 weights file not found")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt files
-        raise CheckpointError(f"{file}: cannot be read as a torch state dict ({exc})") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+    state = read_state_dict(file, "MobileNetV2")
     model = MobileNetV2()
     try:
         model.load_state_dict(state, strict=True)
