@@ -61,6 +61,10 @@ class Task(ABC):
         """Outputs used for evaluation (override for sliding windows, multi-scale, ...)."""
         return model(batch)
 
+    def prepare_eval(self, model: nn.Module, cfg: RunConfig) -> RunConfig:
+        """Settings chosen on the validation split before evaluating (e.g. a threshold)."""
+        return cfg
+
     def eval_settings(self, cfg: RunConfig) -> dict[str, Any]:
         """Evaluation settings recorded next to the metrics (e.g. scales and flip)."""
         return {}

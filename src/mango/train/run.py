@@ -247,6 +247,7 @@ def evaluate(
     task, cfg, model = load_trained(checkpoint, data_dir, overrides)
     device = _device()
     model.to(device)
+    cfg = task.prepare_eval(model, cfg)
     metric = task.metric(cfg).to(device)
     bits: list[torch.Tensor] = []
     loader = eval_loader(task, cfg, split)

@@ -267,3 +267,42 @@ def test_bad_data_dir_gives_one_line_error(
     if command == "train":
         assert len(err.splitlines()) == 1 and err.startswith("mango: error:")
         assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_dev_tuned_threshold_is_chosen_on_dev_and_recorded(tmp_path: Path, hdf5_root: Path) -> None:
+    """`--set model.tune_threshold=true`: the threshold comes from the dev split, is recorded, and
+    equals the grid-best micro-F1 threshold on dev; test scores use it."""
+    from mango.tasks.classification.metrics import tune_threshold
+    from mango.train.run import load_trained
+
+    run = tmp_path / "run"
+    args = ["--config", str(SMOKE), "--data", str(hdf5_root), "--out", str(run)]
+    assert main(["train", *args, "--max-steps", "4"]) == 0
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    out = tmp_path / "tuned.json"
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                checkpoint,
+                "--out",
+                str(out),
+                "--set",
+                "model.tune_threshold=true",
+            ]
+        )
+        == 0
+    )
+    tuned = json.loads(out.read_text())
+    assert tuned["threshold_source"] == "dev"
+    task, cfg, model = load_trained(checkpoint)
+    dev = task.dataset(cfg, "val")
+    transform = task.transform(cfg, train=False)
+    batch = torch.utils.data.default_collate([transform(dev[i], None) for i in range(len(dev))])
+    with torch.no_grad():
+        probs = model(batch).logits.sigmoid()
+    assert tuned["threshold"] == pytest.approx(tune_threshold(probs, batch["labels"]))
+    plain = tmp_path / "plain.json"
+    assert main(["eval", "--checkpoint", checkpoint, "--out", str(plain)]) == 0
+    assert json.loads(plain.read_text())["threshold"] == 0.5

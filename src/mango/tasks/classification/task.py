@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
+from torch.utils.data import default_collate
 
 from mango.config import RunConfig, Section
 from mango.errors import ConfigError
@@ -66,6 +67,9 @@ class GenreModelSettings(Section):
     class_weights: Literal["none", "balanced"] = "none"
     threshold: float = Field(
         0.5, gt=0, lt=1, description="probability above which a genre is predicted"
+    )
+    tune_threshold: bool = Field(
+        False, description="choose the threshold with the best micro-F1 on the dev split at eval"
     )
 
 
@@ -158,6 +162,35 @@ class MMIMDbTask(Task):
             weight = weight.to(outputs.logits.device, outputs.logits.dtype)
         targets = batch["labels"].to(outputs.logits.dtype)
         return F.binary_cross_entropy_with_logits(outputs.logits, targets, pos_weight=weight)
+
+    @torch.no_grad()
+    def prepare_eval(self, model: nn.Module, cfg: Any) -> Any:
+        """With ``model.tune_threshold``, replace ``model.threshold`` by the dev-tuned one.
+
+        Only the dev split is used (never test): the micro-F1-best threshold of
+        :func:`tune_threshold`'s grid over the model's dev probabilities.
+        """
+        if not cfg.model.tune_threshold:
+            return cfg
+        dev, transform = self.dataset(cfg, "val"), self.transform(cfg, train=False)
+        device = next(model.parameters()).device
+        size = cfg.trainer.eval_batch_size or cfg.trainer.batch_size
+        probs, targets = [], []
+        for start in range(0, len(dev), size):
+            items = [transform(dev[i], None) for i in range(start, min(start + size, len(dev)))]
+            batch = default_collate(items)
+            batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+            probs.append(self.predict(model, batch, cfg).logits.sigmoid().cpu())
+            targets.append(batch["labels"].cpu())
+        from mango.tasks.classification.metrics import tune_threshold
+
+        threshold = tune_threshold(torch.cat(probs), torch.cat(targets))
+        model_settings = cfg.model.model_copy(update={"threshold": threshold})
+        return cfg.model_copy(update={"model": model_settings})
+
+    def eval_settings(self, cfg: Any) -> dict[str, Any]:
+        source = "dev" if cfg.model.tune_threshold else "config"
+        return {"threshold": cfg.model.threshold, "threshold_source": source}
 
     def metric(self, cfg: Any) -> nn.Module:
         from mango.tasks.classification.metrics import MultiLabelF1
