@@ -117,23 +117,21 @@ class MMIMDbTask(Task):
         # The balanced loss weights are computed on the first loss call (training only).
         self._weights_cfg, self._pos_weight = cfg, None
         m = cfg.model
-        # initialise from trainer.seed (runs are reproducible) without touching the global stream
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.trainer.seed)
-            return GenreClassifier(
-                len(GENRES),
-                cfg.data.image_size,
-                cfg.data.max_text_tokens,
-                fusion=m.fusion,
-                dim=m.dim,
-                flow=cfg.flow.model_dump(),
-                head_hidden=m.head_hidden,
-                dropout=m.dropout,
-                train_image_encoder=m.train_image_encoder,
-                train_text_encoder=m.train_text_encoder,
-                image_weights=m.image_weights,
-                text_encoder=m.text_encoder,
-            )
+        # mango.train seeds the global generator from trainer.seed before building any model
+        return GenreClassifier(
+            len(GENRES),
+            cfg.data.image_size,
+            cfg.data.max_text_tokens,
+            fusion=m.fusion,
+            dim=m.dim,
+            flow=cfg.flow.model_dump(),
+            head_hidden=m.head_hidden,
+            dropout=m.dropout,
+            train_image_encoder=m.train_image_encoder,
+            train_text_encoder=m.train_text_encoder,
+            image_weights=m.image_weights,
+            text_encoder=m.text_encoder,
+        )
 
     def dataset(self, cfg: Any, split: str) -> Any:
         from mango.tasks.classification.readers import MMIMDbDataset

@@ -175,18 +175,17 @@ class TaskonomyTask(Task):
 
     def build_model(self, cfg: Any) -> nn.Module:
         m, gan = cfg.model, cfg.loss_gan
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.trainer.seed)
-            model = TranslationModel(
-                cfg.data.inputs,
-                cfg.data.crop_size,
-                fusion=m.fusion,
-                dim=m.dim,
-                encoder_widths=m.encoder_widths,
-                decoder_width=m.decoder_width,
-                flow=cfg.flow.model_dump(),
-                gan={"ndf": gan.ndf, "layers": gan.layers} if gan.enabled else None,
-            )
+        # mango.train seeds the global generator from trainer.seed before building any model
+        model = TranslationModel(
+            cfg.data.inputs,
+            cfg.data.crop_size,
+            fusion=m.fusion,
+            dim=m.dim,
+            encoder_widths=m.encoder_widths,
+            decoder_width=m.decoder_width,
+            flow=cfg.flow.model_dump(),
+            gan={"ndf": gan.ndf, "layers": gan.layers} if gan.enabled else None,
+        )
         self._cfg, self._model = cfg, model
         return model
 
