@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 
 from mango.config import RunConfig, Section
-from mango.errors import ConfigError
+from mango.errors import ConfigError, DataError
 from mango.io import atomic_write_text
 from mango.models.classification import ClassificationOutput, GenreClassifier
 from mango.tasks.base import Sample, Task, Transform
@@ -134,13 +134,17 @@ class MMIMDbTask(Task):
         )
 
     def dataset(self, cfg: Any, split: str) -> Any:
+        """The movies of ``split``; an empty split is a :class:`DataError` naming its file."""
         from mango.tasks.classification.readers import MMIMDbDataset
 
         if split not in ("train", "val", "dev", "test"):
             raise ConfigError(f"--split: expected train, val or test, got {split!r}")
         if cfg.data.root is None:
             raise ConfigError("data.root: no MM-IMDb folder given (pass --data DIR)")
-        return MMIMDbDataset(cfg.data.root, split, cfg.data.image_size, cfg.data.strict_sizes)
+        data = MMIMDbDataset(cfg.data.root, split, cfg.data.image_size, cfg.data.strict_sizes)
+        if len(data) == 0:
+            raise DataError(f"{data.source}: split {data.split!r} has no movies")
+        return data
 
     def transform(self, cfg: Any, train: bool) -> Transform:
         return _flip_poster(cfg.data.flip and train)
