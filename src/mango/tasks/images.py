@@ -19,6 +19,14 @@ class BadFileError(DataError):
         self.problem = problem
 
 
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, but False (not OSError) for a name the OS refuses, e.g. too long."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def open_image(path: Path, modes: tuple[str, ...], what: str, decode: bool = True) -> Image.Image:
     """Open ``path`` (header read), check its PIL mode is in ``modes``, decode fully when ``decode``.
 
@@ -26,9 +34,10 @@ def open_image(path: Path, modes: tuple[str, ...], what: str, decode: bool = Tru
     single-channel 16-bit image"``).
 
     Raises:
-        BadFileError: missing, undecodable, truncated, or a mode outside ``modes``.
+        BadFileError: missing (or a name the OS refuses), undecodable, truncated, or a mode
+            outside ``modes``.
     """
-    if not path.is_file():
+    if not is_file(path):
         raise BadFileError(path, "file does not exist")
     try:
         image = Image.open(path)

@@ -23,6 +23,7 @@ from mango.tasks.check import CheckReport
 from mango.tasks.classification.genres import EXTRA_RAW_GENRES, GENRES, SPLIT_SIZES
 from mango.tasks.classification.readers import (
     CAFFE_BGR_MEAN,
+    HDF5_ERRORS,
     HDF5_FILE,
     METADATA_FILE,
     RAW_FOLDER,
@@ -120,20 +121,26 @@ def _check_hdf5(root: Path, report: CheckReport, decode: bool) -> None:
     except MMIMDbFileError as error:
         report.error(error.where, error.problem)
         vocabulary = None
-    with h5py.File(path, "r") as file:
-        if vocabulary is not None:
-            text_problems = []
-            for start, stop in _chunks(index.rows):
-                for row, ids in enumerate(file["sequences"][start:stop], start):
-                    try:
-                        decode_sequence(ids, vocabulary, "")
-                    except MMIMDbFileError as error:
-                        text_problems.append(
-                            f"sequences row {row} (imdb id {index.ids[row]}): {error.problem}"
-                        )
-            _record(report, path, text_problems)
-        if decode:
-            _record(report, path, _image_problems(file["images"], index.rows))
+    try:
+        with h5py.File(path, "r") as file:
+            if vocabulary is not None:
+                _record(report, path, _text_problems(file["sequences"], vocabulary, index.ids))
+            if decode:
+                _record(report, path, _image_problems(file["images"], index.rows))
+    except HDF5_ERRORS as exc:  # the structure reads, but some rows are truncated or corrupt
+        report.error(path, f"cannot be read, truncated or corrupt ({exc})")
+
+
+def _text_problems(sequences: h5py.Dataset, vocabulary: np.ndarray, ids: list[str]) -> list[str]:
+    """Rows whose word ids are empty or missing from the vocabulary."""
+    problems = []
+    for start, stop in _chunks(len(ids)):
+        for row, words in enumerate(sequences[start:stop], start):
+            try:
+                decode_sequence(words, vocabulary, "")
+            except MMIMDbFileError as error:
+                problems.append(f"sequences row {row} (imdb id {ids[row]}): {error.problem}")
+    return problems
 
 
 def _image_problems(images: h5py.Dataset, rows: int) -> list[str]:

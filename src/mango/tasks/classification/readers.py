@@ -24,6 +24,7 @@ Both give the same sample: ``{"image": float32 (3, S, S) ImageNet-normalised RGB
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,15 +41,22 @@ from torch.utils.data import Dataset
 from mango.errors import DataError
 from mango.models.encoders.mobilenet import IMAGENET_MEAN, IMAGENET_STD
 from mango.tasks.classification.genres import GENRES, SPLIT_SIZES, canonical_split
+from mango.tasks.images import is_file
 
 HDF5_FILE = "multimodal_imdb.hdf5"
 METADATA_FILE = "metadata.npy"
 RAW_FOLDER = "dataset"
 SPLIT_FILE = "split.json"
+#: ``metadata.npy`` word ids must lie below this many times the number of words (the release's
+#: ids are 0..V-1; a stray huge id would otherwise allocate a giant lookup table).
+MAX_ID_SPREAD = 16
 #: Per-channel mean subtracted from the BGR pixels of the HDF5 ``images`` (Caffe VGG).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 Format = Literal["hdf5", "raw"]
+#: what h5py raises for a damaged file: OSError, or RuntimeError / KeyError from the HDF5
+#: library when an object header or link inside the file is corrupt
+HDF5_ERRORS = (OSError, RuntimeError, KeyError)
 _GENRE_INDEX = {name: i for i, name in enumerate(GENRES)}
 
 
@@ -59,6 +67,15 @@ class MMIMDbFileError(DataError):
         self.where = str(where)
         self.problem = problem
         super().__init__(f"{where}: {problem}")
+
+
+def _plain_name(movie: str) -> bool:
+    """True for an imdb id usable as a file name inside ``dataset/`` (no folder, no escape)."""
+    try:
+        size = len(movie.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate from the json
+        return False
+    return 0 < size <= 200 and movie not in (".", "..") and not set(movie) & {"/", "\\", "\0"}
 
 
 def _strict_size_message(split: str, count: int) -> str:
@@ -149,25 +166,32 @@ class Hdf5Index:
         self.path = path
         try:
             file = h5py.File(path, "r")
-        except OSError as exc:
+        except HDF5_ERRORS as exc:
             raise MMIMDbFileError(path, f"cannot be opened as HDF5 ({exc})") from exc
-        with file:
-            for key in ("images", "sequences", "genres", "imdb_ids"):
-                if key not in file or not isinstance(file[key], h5py.Dataset):
-                    raise MMIMDbFileError(path, f"missing dataset key {key!r}")
-            images, sequences, genres, ids = (
-                file["images"],
-                file["sequences"],
-                file["genres"],
-                file["imdb_ids"],
-            )
-            self.rows = int(genres.shape[0]) if genres.ndim else 0
-            self._check_images(images)
-            self._check_sequences(sequences)
-            self.labels = self._read_genres(genres)
-            self.ids = self._read_ids(ids)
-            self.ranges = self._read_ranges(file)
-            self.image_shape = tuple(int(s) for s in images.shape[1:])
+        try:
+            with file:
+                self._read(file)
+        except HDF5_ERRORS as exc:  # a readable header, but truncated or corrupt data
+            raise MMIMDbFileError(path, f"cannot be read, truncated or corrupt ({exc})") from exc
+
+    def _read(self, file: h5py.File) -> None:
+        """Validate the keys of the open ``file`` and read ids, labels and split rows."""
+        for key in ("images", "sequences", "genres", "imdb_ids"):
+            if key not in file or not isinstance(file[key], h5py.Dataset):
+                raise self._fail(f"missing dataset key {key!r}")
+        images, sequences, genres, ids = (
+            file["images"],
+            file["sequences"],
+            file["genres"],
+            file["imdb_ids"],
+        )
+        self.rows = int(genres.shape[0]) if genres.ndim else 0
+        self._check_images(images)
+        self._check_sequences(sequences)
+        self.labels = self._read_genres(genres)
+        self.ids = self._read_ids(ids)
+        self.ranges = self._read_ranges(file)
+        self.image_shape = tuple(int(s) for s in images.shape[1:])
 
     def _fail(self, problem: str) -> MMIMDbFileError:
         return MMIMDbFileError(self.path, problem)
@@ -183,8 +207,10 @@ class Hdf5Index:
             raise self._fail(
                 f"key 'images' has dtype {images.dtype}, expected int32 (Caffe BGR minus mean)"
             )
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise self._fail(f"key 'images' has shape {images.shape}, expected (N, 3, H, W)")
+        if images.ndim != 4 or images.shape[1] != 3 or min(images.shape[2:]) < 1:
+            raise self._fail(
+                f"key 'images' has shape {images.shape}, expected (N, 3, H, W) with H, W >= 1"
+            )
         self._check_rows("images", images)
 
     def _check_sequences(self, sequences: h5py.Dataset) -> None:
@@ -214,18 +240,20 @@ class Hdf5Index:
         names = genres.attrs.get("target_names")
         if names is None:
             return np.arange(len(GENRES))
-        if isinstance(names, bytes):
-            names = names.decode()
         try:
+            if isinstance(names, bytes):
+                names = names.decode("utf-8")
             listed = (
                 json.loads(names)
                 if isinstance(names, str)
-                else [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(names)]
+                else [n.decode("utf-8") if isinstance(n, bytes) else n for n in np.ravel(names)]
             )
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
             raise self._fail("attribute genres.target_names is not a JSON list of names") from exc
-        if sorted(map(str, listed)) != sorted(GENRES):
-            unknown = sorted(set(map(str, listed)) ^ set(GENRES))
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            raise self._fail("attribute genres.target_names is not a list of genre names")
+        if sorted(listed) != sorted(GENRES):
+            unknown = sorted(set(listed) ^ set(GENRES))
             raise self._fail(
                 f"attribute genres.target_names differs from the standard 23 genres "
                 f"(mismatch: {', '.join(unknown[:4])})"
@@ -235,8 +263,16 @@ class Hdf5Index:
     def _read_ids(self, ids: h5py.Dataset) -> list[str]:
         if ids.dtype.kind != "S" and h5py.check_string_dtype(ids.dtype) is None:
             raise self._fail(f"key 'imdb_ids' has dtype {ids.dtype}, expected S7 strings")
+        if ids.ndim != 1:
+            raise self._fail(f"key 'imdb_ids' has shape {ids.shape}, expected ({self.rows},)")
         self._check_rows("imdb_ids", ids)
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in ids[()]]
+        decoded = []
+        for row, value in enumerate(ids[()]):
+            try:
+                decoded.append(value.decode("utf-8") if isinstance(value, bytes) else str(value))
+            except UnicodeDecodeError as exc:
+                raise self._fail(f"key 'imdb_ids' row {row} is not UTF-8 text") from exc
+        return decoded
 
     def _read_ranges(self, file: h5py.File) -> dict[str, tuple[int, int]]:
         """Split rows from the Fuel ``split`` attribute, else the published row ranges."""
@@ -247,16 +283,16 @@ class Hdf5Index:
                 rows = zip(
                     table["split"], table["source"], table["start"], table["stop"], strict=True
                 )
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                for name, source, start, stop in rows:
+                    name = name.decode("utf-8") if isinstance(name, bytes) else str(name)
+                    source = source.decode("utf-8") if isinstance(source, bytes) else str(source)
+                    if source == "genres" and name in SPLIT_SIZES:
+                        ranges[name] = (operator.index(start), operator.index(stop))
+            except (ValueError, KeyError, IndexError, TypeError) as exc:  # incl. UnicodeDecodeError
                 raise self._fail(
                     "attribute 'split' is not a Fuel split table "
-                    "(fields split, source, start, stop)"
+                    "(fields split, source as UTF-8 text, start, stop as integers)"
                 ) from exc
-            for name, source, start, stop in rows:
-                name = name.decode() if isinstance(name, bytes) else str(name)
-                source = source.decode() if isinstance(source, bytes) else str(source)
-                if source == "genres" and name in SPLIT_SIZES:
-                    ranges[name] = (int(start), int(stop))
             missing = [s for s in SPLIT_SIZES if s not in ranges]
             if missing:
                 raise self._fail(f"attribute 'split' has no {missing[0]!r} rows for 'genres'")
@@ -280,18 +316,25 @@ def load_vocabulary(path: Path) -> np.ndarray:
         raise MMIMDbFileError(path, "file not found (the vocabulary of the HDF5 'sequences')")
     try:
         metadata = np.load(path, allow_pickle=True)
-        metadata = metadata.item() if metadata.dtype == object and metadata.ndim == 0 else metadata
-    except (OSError, ValueError, EOFError) as exc:
-        raise MMIMDbFileError(path, f"cannot be read with numpy.load ({exc})") from exc
+    except Exception as exc:  # a damaged pickle can raise almost anything (UnpicklingError, ...)
+        raise MMIMDbFileError(path, f"cannot be read with numpy.load ({exc!r})") from exc
+    if isinstance(metadata, np.lib.npyio.NpzFile):
+        metadata.close()
+    elif isinstance(metadata, np.ndarray) and metadata.dtype == object and metadata.ndim == 0:
+        metadata = metadata.item()
     if not isinstance(metadata, dict) or not isinstance(metadata.get("ix_to_word"), dict):
         raise MMIMDbFileError(path, "expected a dict with key 'ix_to_word' (id -> word)")
     ix_to_word: dict[Any, Any] = metadata["ix_to_word"]
     try:
         ids = [int(i) for i in ix_to_word]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise MMIMDbFileError(path, "'ix_to_word' keys must be integer word ids") from exc
     if not ids or min(ids) < 0:
         raise MMIMDbFileError(path, "'ix_to_word' is empty or has negative ids")
+    if max(ids) > MAX_ID_SPREAD * len(ids):
+        raise MMIMDbFileError(
+            path, f"'ix_to_word' ids are too sparse (largest id {max(ids)} for {len(ids)} words)"
+        )
     vocabulary = np.full(max(ids) + 1, None, dtype=object)
     for i, word in ix_to_word.items():
         vocabulary[int(i)] = str(word)
@@ -317,12 +360,9 @@ def decode_sequence(ids: np.ndarray, vocabulary: np.ndarray, where: str) -> str:
 
 def read_split_file(path: Path) -> dict[str, list[str]]:
     """``split.json`` -> canonical split -> list of imdb ids (validated, no duplicates)."""
-    if not path.is_file():
+    if not is_file(path):
         raise MMIMDbFileError(path, "file not found")
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MMIMDbFileError(path, f"not valid JSON ({exc})") from exc
+    table = _read_json(path)
     if not isinstance(table, dict):
         raise MMIMDbFileError(
             path, 'expected an object {"train": [...], "dev": [...], "test": [...]}'
@@ -334,6 +374,10 @@ def read_split_file(path: Path) -> dict[str, list[str]]:
         if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
             raise MMIMDbFileError(path, f"key {split!r} must be a list of imdb id strings")
         for movie in ids:
+            if not _plain_name(movie):
+                raise MMIMDbFileError(
+                    path, f"key {split!r}: imdb id {movie[:40]!r} is not a plain file name"
+                )
             if movie in seen:
                 raise MMIMDbFileError(
                     path, f"imdb id {movie!r} appears twice ({seen[movie]} and {split})"
@@ -345,12 +389,7 @@ def read_split_file(path: Path) -> dict[str, list[str]]:
 
 def read_movie_json(path: Path) -> tuple[str, list[str]]:
     """One raw json -> (longest plot, raw genre names)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise MMIMDbFileError(path, "file not found") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MMIMDbFileError(path, f"not valid JSON ({exc})") from exc
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise MMIMDbFileError(path, "expected a JSON object with keys 'plot' and 'genres'")
     plots, genres = data.get("plot"), data.get("genres")
@@ -363,7 +402,23 @@ def read_movie_json(path: Path) -> tuple[str, list[str]]:
     longest = plots[int(np.argmax([len(p) for p in plots]))]
     if not longest.strip():
         raise MMIMDbFileError(path, "empty plot (the longest plot is blank)")
+    try:
+        longest.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MMIMDbFileError(path, "the longest plot is not valid Unicode") from exc
     return longest, genres
+
+
+def _read_json(path: Path) -> Any:
+    """The parsed json file; missing, unreadable, not UTF-8 or not JSON raise (one line)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise MMIMDbFileError(path, "file not found") from exc
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, a folder
+        raise MMIMDbFileError(path, f"not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise MMIMDbFileError(path, "not valid JSON (nested too deeply)") from exc
 
 
 def read_poster(path: Path) -> Tensor:
@@ -373,8 +428,10 @@ def read_poster(path: Path) -> Tensor:
             rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     except FileNotFoundError as exc:
         raise MMIMDbFileError(path, "poster not found") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise MMIMDbFileError(path, f"poster cannot be decoded as an image ({exc})") from exc
+    except Image.DecompressionBombError as exc:
+        raise MMIMDbFileError(path, f"poster is too large to decode ({exc})") from exc
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
 
 
@@ -440,7 +497,7 @@ class MMIMDbDataset(Dataset[dict[str, Any]]):
         folder = self.root / RAW_FOLDER
         for movie in self.ids:
             for path in (folder / f"{movie}.json", folder / f"{movie}.jpeg"):
-                if not path.is_file():
+                if not is_file(path):
                     kind = "poster" if path.suffix == ".jpeg" else "movie json"
                     raise MMIMDbFileError(path, f"{kind} not found (listed in {SPLIT_FILE})")
         self._labels = None
@@ -472,10 +529,14 @@ class MMIMDbDataset(Dataset[dict[str, Any]]):
         movie = self.ids[index]
         if self.format == "hdf5":
             row = int(self._rows[index])
-            file = self._hdf5()
             where = f"{self.source} row {row} (imdb id {movie})"
-            text = decode_sequence(file["sequences"][row], self.vocabulary, where)
-            rgb = decode_caffe_image(file["images"][row])
+            try:
+                file = self._hdf5()
+                sequence, pixels = file["sequences"][row], file["images"][row]
+            except HDF5_ERRORS as exc:
+                raise MMIMDbFileError(where, f"cannot be read ({exc})") from exc
+            text = decode_sequence(sequence, self.vocabulary, where)
+            rgb = decode_caffe_image(pixels)
             labels = self.label_matrix()[index]
         else:
             folder = self.root / RAW_FOLDER

@@ -5,8 +5,8 @@ templates (a missing or empty list, or a malformed line, is an error) and compar
 with the published 1000 / 500 (a difference is a warning: subsets and fixtures are fine). Then,
 for every listed sample and every checked domain, it validates the file with the reader's own
 functions: the file exists and decodes, 16-bit domains (depth, edges) are single-channel 16-bit
-and 8-bit domains are 8-bit, and all domains of a sample have the same size. Each bad file gives
-one error ``"<file>: <problem>"``.
+(values 0..65535 when stored in a 32-bit container) and 8-bit domains are 8-bit, and all
+domains of a sample have the same size. Each bad file gives one error ``"<file>: <problem>"``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from mango.tasks.translation.readers import (
     LIST_FILES,
     DomainFiles,
     open_domain_image,
+    pixels,
     read_templates,
 )
 
@@ -38,6 +39,7 @@ def _check_sample(template: str, files: list[DomainFiles]) -> list[Problem]:
         path = domain_files.path(template)
         try:
             with open_domain_image(path, domain_files.domain) as image:
+                pixels(path, domain_files.domain, image)  # the reader's range check
                 sizes[path] = image.size
         except BadFileError as error:
             problems.append((error.path, error.problem))

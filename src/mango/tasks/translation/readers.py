@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mango.errors import ConfigError
-from mango.tasks.images import BadFileError, open_image
+from mango.tasks.images import BadFileError, is_file, open_image
 from mango.tasks.translation.domains import (
     DOMAINS,
     ENCODINGS,
@@ -80,6 +80,9 @@ def _template(line: str) -> str | None:
 def read_templates(path: Path) -> list[str]:
     """The sample templates of a list file.
 
+    A template is a relative path of at least two components (``{domain}/<file>``) that does
+    not leave the root (no ``..``).
+
     Raises:
         BadFileError: the file is missing, unreadable, empty, or a line is not a template.
     """
@@ -95,7 +98,8 @@ def read_templates(path: Path) -> list[str]:
         if not line:
             continue
         template = _template(line)
-        if template is None or ".." in PurePosixPath(template).parts:
+        parts = PurePosixPath(template or "/").parts
+        if template is None or parts[0].startswith("/") or len(parts) < 2 or ".." in parts:
             raise BadFileError(
                 path, f"line {number}: {line!r} is not a '{PLACEHOLDER}/...' sample path"
             )
@@ -127,7 +131,7 @@ class DomainFiles:
         if probe is not None:
             tokens = dict.fromkeys((self.folder, self.domain, OLD_NAMES.get(self.domain)))
             for token in (t for t in tokens if t):
-                if self._path(probe, token).is_file():
+                if is_file(self._path(probe, token)):
                     self.token = token
                     break
 
