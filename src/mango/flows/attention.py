@@ -206,7 +206,8 @@ class InvertibleCrossAttention(FlowLayer):
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.mixing is not None:
-            x = self.mixing(x)[0]
+            factors = self.mixing.factors(x.dtype)
+            x = self.mixing.mix(x, factors)
         if self.fused and fused_available(x):
             x1, x2 = x[:, self.idx1_reversed], x[:, self.idx2_reversed]
             y2, log_diag = self._apply_fused(x1, x2)
@@ -216,12 +217,13 @@ class InvertibleCrossAttention(FlowLayer):
             a, log_diag, _ = self._attention(x1)
             y = self._merge(x1, a @ x2)
         if self.mixing is not None:
-            y = self.mixing.inverse(y)[0]
+            y = self.mixing.unmix(y, factors)
         return y, x.shape[2] * log_diag.sum(-1)
 
     def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.mixing is not None:
-            y = self.mixing(y)[0]
+            factors = self.mixing.factors(y.dtype)
+            y = self.mixing.mix(y, factors)
         y1, y2 = y[:, self.idx1], y[:, self.idx2]
         if torch.is_grad_enabled():
             a, log_diag, _ = self._attention(y1)
@@ -230,7 +232,7 @@ class InvertibleCrossAttention(FlowLayer):
         x2 = torch.linalg.solve_triangular(a, y2, upper=True)
         x = self._merge(y1, x2)
         if self.mixing is not None:
-            x = self.mixing.inverse(x)[0]
+            x = self.mixing.unmix(x, factors)
         return x, -y.shape[2] * log_diag.sum(-1)
 
 

@@ -66,3 +66,54 @@ def invertible_backprop(x: Tensor, layers: Sequence[nn.Module]) -> tuple[Tensor,
     """Apply ``layers`` to ``x`` with memory-free backpropagation (see :class:`InvertibleBackprop`)."""
     params = [p for layer in layers for p in layer.parameters() if p.requires_grad]
     return InvertibleBackprop.apply(x, list(layers), *params)
+
+
+class _DensityGradientSplit(torch.autograd.Function):
+    """One flow pass whose density outputs send gradient to the parameters only (see below)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, flow: nn.Module, *params: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        inner = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            z, logdet = flow(inner)
+        ctx.graph = (inner, z, logdet)
+        ctx.params = params
+        z_out = z.detach()
+        return z_out, z_out.clone(), logdet.detach()
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_z: Tensor | None, grad_z_density: Tensor | None, grad_logdet: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        inner, z, logdet = ctx.graph
+        ctx.graph = None
+        grad_x = None
+        if grad_z is not None and ctx.needs_input_grad[0]:
+            # Input gradient of the task term only: J^T grad_z (no weight gradients computed).
+            (grad_x,) = torch.autograd.grad(z, inner, grad_z, retain_graph=True)
+        grad_z_all = [g for g in (grad_z, grad_z_density) if g is not None]
+        outputs, cotangents = [], []
+        if grad_z_all:
+            outputs.append(z)
+            cotangents.append(sum(grad_z_all[1:], grad_z_all[0]))
+        if grad_logdet is not None:
+            outputs.append(logdet)
+            cotangents.append(grad_logdet)
+        params: tuple[Tensor, ...] = ctx.params
+        grads = torch.autograd.grad(outputs, params, cotangents, allow_unused=True)
+        return (grad_x, None, *grads)
+
+
+def detached_density_pass(flow: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(z, z_density, logdet)`` from **one** pass of ``flow`` over ``x``.
+
+    ``z`` behaves like ``flow(x)[0]``: its gradient reaches ``x`` and the parameters.
+    ``(z_density, logdet)`` behave like ``flow(x.detach())``: a loss on them (the NLL) trains the
+    parameters but sends nothing to ``x``. This replaces a second, detached flow pass: backward
+    runs one full vector-Jacobian product for the parameters with the summed cotangent, and one
+    input-only product ``J^T g_z`` for ``x``.
+    """
+    params = [p for p in flow.parameters() if p.requires_grad]
+    return _DensityGradientSplit.apply(x, flow, *params)

@@ -45,40 +45,50 @@ class LUTokenMixing(FlowLayer):
         self.lower = nn.Parameter(torch.zeros(length, length))
         self.upper = nn.Parameter(torch.zeros(length, length))
         self.log_s = nn.Parameter(torch.zeros(length))
-        self.register_buffer("lower_mask", torch.tril(torch.ones(length, length), -1))
 
     def factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """Return ``(L, U + diag(s))`` as dense triangular matrices in ``dtype``."""
-        eye = torch.eye(self.length, dtype=dtype, device=self.lower.device)
-        mask = self.lower_mask.to(dtype)
-        lower = self.lower.to(dtype) * mask + eye
+        """Return ``(L - I, U + diag(s))``: the strictly lower part of ``L`` and the upper factor.
+
+        ``L``'s unit diagonal is implicit (used as ``L v = v + (L - I) v`` and by unit-triangular
+        solves), so each factor costs one masking op and no ``L x L`` identity.
+        """
+        lower = self.lower.to(dtype).tril(-1)
         diag = self.sign.to(dtype) * self.log_s.to(dtype).exp()
-        upper = self.upper.to(dtype) * mask.T + torch.diag(diag)
+        upper = torch.diagonal_scatter(self.upper.to(dtype).triu(1), diag)
         return lower, upper
 
     def weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """The dense mixing matrix ``W = P L (U + diag(s))`` (for inspection and tests)."""
         lower, upper = self.factors(dtype)
-        return (lower @ upper)[self._inverse_permutation()]
+        return (upper + lower @ upper)[self._inverse_permutation()]
 
     def _inverse_permutation(self) -> Tensor:
         return torch.argsort(self.permutation)
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        lower, upper = self.factors(x.dtype)
-        z = lower @ (upper @ x)  # (L, L) @ (B, L, D) broadcasts over the batch
-        # P z: row i of the output is row inverse_perm[i] of z, so P^T = gather by `permutation`.
-        y = z[:, self._inverse_permutation()]
-        logdet = (x.shape[2] * self.log_s.to(x.dtype).sum()).expand(x.shape[0])
-        return y, logdet
+    def _logdet(self, x: Tensor, sign: int) -> Tensor:
+        return (sign * x.shape[2] * self.log_s.to(x.dtype).sum()).expand(x.shape[0])
 
-    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        lower, upper = self.factors(y.dtype)
+    def mix(self, x: Tensor, factors: tuple[Tensor, Tensor]) -> Tensor:
+        """``W x`` for ``x`` (B, L, D) given :meth:`factors` (build them once for mix + unmix)."""
+        lower, upper = factors
+        batch, length, dim = x.shape
+        # One (L, L) @ (L, B·D) product per factor instead of a broadcast batched product.
+        u = upper @ x.transpose(0, 1).reshape(length, batch * dim)
+        z = u + lower @ u
+        # P z: row i of the output is row inverse_perm[i] of z, so P^T = gather by `permutation`.
+        return z[self._inverse_permutation()].reshape(length, batch, dim).transpose(0, 1)
+
+    def unmix(self, y: Tensor, factors: tuple[Tensor, Tensor]) -> Tensor:
+        """``W^{-1} y`` by two triangular solves with all B·D columns at once."""
+        lower, upper = factors
         batch, length, dim = y.shape
-        # One solve with B·D right-hand sides instead of B solves with D each.
         z = y[:, self.permutation].transpose(0, 1).reshape(length, batch * dim)
         z = torch.linalg.solve_triangular(lower, z, upper=False, unitriangular=True)
         x = torch.linalg.solve_triangular(upper, z, upper=True)
-        x = x.reshape(length, batch, dim).transpose(0, 1)
-        logdet = (-dim * self.log_s.to(y.dtype).sum()).expand(batch)
-        return x, logdet
+        return x.reshape(length, batch, dim).transpose(0, 1)
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.mix(x, self.factors(x.dtype)), self._logdet(x, 1)
+
+    def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.unmix(y, self.factors(y.dtype)), self._logdet(y, -1)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mango.flows import MangoFlow
+from mango.flows.backprop import detached_density_pass
 
 
 @dataclass
@@ -58,7 +59,8 @@ class FlowFusion(nn.Module):
     The latent ``z = f([t_1, ..., t_M])`` is split back per modality. In training the NLL is
     computed on **detached** tokens by default (``detach_nll``, DESIGN.md §4): the encoders then
     learn only from the task loss, since a trainable encoder could shrink its features and make
-    the density unbounded. This costs a second flow pass; the task path keeps its gradient.
+    the density unbounded. One flow pass serves both terms (:func:`detached_density_pass`); the
+    task path keeps its gradient.
     """
 
     def __init__(
@@ -72,14 +74,15 @@ class FlowFusion(nn.Module):
 
     def forward(self, tokens: Sequence[Tensor], with_nll: bool = True) -> FusionOutput:
         x = torch.cat(list(tokens), dim=1)
-        z, logdet = self.flow(x)
+        if with_nll and self.training and self.detach_nll and x.requires_grad:
+            z, z_density, logdet = detached_density_pass(self.flow, x)
+        else:
+            z, logdet = self.flow(x)
+            z_density = z
         fused = list(z.split(self.tokens, dim=1))
         if not with_nll:
             return FusionOutput(fused)
-        if self.training and self.detach_nll and x.requires_grad:
-            bits = self.flow.bits_per_dim(x.detach())
-        else:
-            bits = self.flow.to_bits_per_dim(self.flow.latent_log_prob(z, logdet))
+        bits = self.flow.to_bits_per_dim(self.flow.latent_log_prob(z_density, logdet))
         return FusionOutput(fused, bits)
 
 
