@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -16,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from mango.config import RunConfig, apply_overrides, dump_yaml, read_yaml, validate
-from mango.errors import CheckpointError, ConfigError, Interrupted
+from mango.errors import CheckpointError, ConfigError, Interrupted, MangoError
 from mango.io import atomic_write_json, atomic_write_text
 from mango.tasks.base import Task, get_task
 from mango.train.checkpoint import (
@@ -143,8 +146,10 @@ def train(
     if resume:
         saved = read_checkpoint(checkpoint)
         check_architecture(saved["state_dict"], module.state_dict(), checkpoint)
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
     config_yaml = dump_yaml(cfg)
+    had_config = (out_dir / "config.yaml").exists()
     atomic_write_text(out_dir / "config.yaml", config_yaml)
     t = cfg.trainer
     log_version = f"version_{len(metrics_logs(out_dir))}"
@@ -180,12 +185,22 @@ def train(
     )
     if t.compile:
         module.model = torch.compile(module.model)  # type: ignore[assignment]
-    trainer.fit(  # our own checkpoint, already validated by read_checkpoint: not weights-only
-        module,
-        datamodule=MangoDataModule(task, cfg),
-        ckpt_path=checkpoint if resume else None,
-        weights_only=False,
-    )
+    try:
+        trainer.fit(  # our own checkpoint, already validated by read_checkpoint: not weights-only
+            module,
+            datamodule=MangoDataModule(task, cfg),
+            ckpt_path=checkpoint if resume else None,
+            weights_only=False,
+        )
+    except MangoError:
+        if not checkpoint.exists():  # a run that failed before its first checkpoint leaves nothing
+            shutil.rmtree(out_dir / "logs" / log_version, ignore_errors=True)
+            if not had_config:
+                (out_dir / "config.yaml").unlink(missing_ok=True)
+            for folder in (out_dir / "logs", *created):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+        raise
     if trainer.interrupted or stopper.requested:
         kept = (
             f"{checkpoint} (step {_saved_step(checkpoint)}) is kept"
@@ -278,18 +293,31 @@ def predict(
     overrides: Sequence[str] = (),
     progress: bool = True,
 ) -> list[Path]:
-    """Write the task's prediction images for every sample of ``split`` into ``out_dir``."""
+    """Write the task's prediction files for every sample of ``split`` into ``out_dir``.
+
+    Files are written into a staging folder beside ``out_dir`` and moved in only after every
+    sample succeeded: a run that fails on a bad sample leaves ``out_dir`` as it was.
+    """
     task, cfg, model = load_trained(checkpoint, data_dir, overrides)
     device = _device()
     model.to(device)
     out_dir = Path(out_dir)
-    written: list[Path] = []
-    for batch in tqdm(
-        eval_loader(task, cfg, split), desc="predict", disable=not progress, leave=False
-    ):
-        batch = _to_device(batch, device)
-        written += task.write_predictions(cfg, task.predict(model, batch, cfg), batch, out_dir)
-    return written
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
+    try:
+        staged: list[Path] = []
+        for batch in tqdm(
+            eval_loader(task, cfg, split), desc="predict", disable=not progress, leave=False
+        ):
+            batch = _to_device(batch, device)
+            staged += task.write_predictions(cfg, task.predict(model, batch, cfg), batch, staging)
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            final = out_dir / path.relative_to(staging)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, final)
+        return [out_dir / p.relative_to(staging) for p in staged]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

@@ -73,7 +73,9 @@ def check_mmimdb(
         source = root / SPLIT_FILE
         _check_raw(root, report, decode, workers)
     for split, count in report.counts.items():
-        if count != SPLIT_SIZES[split]:
+        if count == 0:
+            report.error(source, f"split {split!r} has no movies")
+        elif count != SPLIT_SIZES[split]:
             report.warn(
                 source,
                 f"split {split!r} has {count} movies, the published split has "

@@ -412,7 +412,12 @@ def read_movie_json(path: Path) -> tuple[str, list[str]]:
 def _read_json(path: Path) -> Any:
     """The parsed json file; missing, unreadable, not UTF-8 or not JSON raise (one line)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            raise MMIMDbFileError(path, "file is empty")
+        return json.loads(text)
+    except MMIMDbFileError:
+        raise
     except FileNotFoundError as exc:
         raise MMIMDbFileError(path, "file not found") from exc
     except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, a folder
