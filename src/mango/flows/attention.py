@@ -88,14 +88,6 @@ class InvertibleCrossAttention(FlowLayer):
         self.register_buffer("idx2", idx2, persistent=False)
         self.register_buffer("idx1_reversed", idx1.flip(0), persistent=False)
         self.register_buffer("idx2_reversed", idx2.flip(0), persistent=False)
-        self.register_buffer(
-            "merge_index", torch.argsort(torch.cat([idx1, idx2])), persistent=False
-        )
-        self.register_buffer(
-            "merge_reversed",
-            torch.argsort(torch.cat([idx1.flip(0), idx2.flip(0)])),
-            persistent=False,
-        )
         self.l1, self.l2 = len(idx1), len(idx2)
         self.mixing = LUTokenMixing(self.length) if partition == "lica" else None
         key_dim = key_dim or dim
@@ -158,9 +150,12 @@ class InvertibleCrossAttention(FlowLayer):
         q, k = self._queries_keys(x1)
         scale = 1.0 / self.temperature.to(x1.dtype)
         attended, lse = causal_attention(q, k, x2, scale)
-        log_p_diag = (q * k).sum(-1) * scale - lse
+        log_p_diag = torch.linalg.vecdot(q, k) * scale - lse
         log_c0, log_c1 = (c.to(x1.dtype) for c in self.log_coefficients())
-        y2 = log_c0.exp() * x2 + log_c1.exp() * attended
+        if self.gate is not None:  # (1 - α) X2 + α P X2 in one op
+            y2 = torch.lerp(x2, attended, log_c1.exp())
+        else:
+            y2 = log_c0.exp() * x2 + log_c1.exp() * attended
         return y2, torch.logaddexp(log_c0, log_c1 + log_p_diag)
 
     def _attention(self, x1: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -200,9 +195,12 @@ class InvertibleCrossAttention(FlowLayer):
         return (a, p) if with_probabilities else a
 
     def _merge(self, y1: Tensor, y2: Tensor, reversed_order: bool = False) -> Tensor:
-        """Put X1 and X2 tokens back in place: one gather by the inverse partition permutation."""
-        inverse = self.merge_reversed if reversed_order else self.merge_index
-        return torch.cat([y1, y2], dim=1)[:, inverse]
+        """Put X1 and X2 tokens back in place: two scatters into one new tensor."""
+        idx1, idx2 = (
+            (self.idx1_reversed, self.idx2_reversed) if reversed_order else (self.idx1, self.idx2)
+        )
+        y = y1.new_empty(y1.shape[0], self.length, y1.shape[2])
+        return y.index_copy_(1, idx1, y1).index_copy_(1, idx2, y2)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.mixing is not None:
