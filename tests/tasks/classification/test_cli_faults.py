@@ -175,6 +175,8 @@ HDF5_FAULTS = [
 FAULTS = [pytest.param(f, "raw", id=f.__name__) for f in RAW_FAULTS] + [
     pytest.param(f, "hdf5", id=f.__name__) for f in HDF5_FAULTS
 ]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
     """Tiny models: one thread is as fast and avoids OpenMP stalls on a busy 2-core machine."""
