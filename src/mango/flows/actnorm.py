@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -40,6 +42,9 @@ class ActNorm(FlowLayer):
         self.log_scale = nn.Parameter(torch.zeros(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialized", torch.tensor(False))
+        # A Python mirror of the buffer: checking it needs no device sync and lets torch.compile
+        # trace the layer without a graph break. Kept equal to the buffer by _initialize and loads.
+        self._ready = False
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
@@ -54,9 +59,16 @@ class ActNorm(FlowLayer):
         self.log_scale.copy_(log_scale)
         self.bias.copy_(-mean * log_scale.exp())
         self.initialized.fill_(True)
+        self._ready = True
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._ready = bool(self.initialized)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized):
+        if self.training and not self._ready:
             self._initialize(x)
         log_scale = self.log_scale.to(x.dtype)
         y = x * log_scale.exp() + self.bias.to(x.dtype)

@@ -278,7 +278,7 @@ def test_eval_fails_with_one_line_and_keeps_the_old_metrics(
 
 
 @pytest.mark.parametrize(("fault", "layout"), FAULTS)
-def test_predict_fails_with_one_line_and_leaves_whole_lines(
+def test_predict_fails_with_one_line_and_writes_no_partial_file(
     fault: Fault,
     layout: str,
     good: dict[str, Path],
