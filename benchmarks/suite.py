@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from benchmarks.reference import reference_forward, reference_inverse
 from mango.flows import InvertibleCrossAttention, MangoFlow
@@ -212,6 +213,38 @@ def fusion_step_row(repeats: int, size: int, batch: int, encoder: str) -> dict[s
     )
 
 
+def compile_row(repeats: int, blocks: int, length: int, batch: int) -> dict[str, Any]:
+    """Row 6 (``--compile``): a flow training step under ``torch.compile`` vs eager.
+
+    The ratio is compiled / eager step time after compilation; ``compile_s`` is the time of the
+    first compiled step (tracing + code generation), which a run pays once per process.
+    """
+    torch.manual_seed(0)
+    flow = MangoFlow(64, (length, length), blocks=blocks, coupling_hidden=128).train()
+    x = torch.randn(batch, 2 * length, 64, requires_grad=True)
+    flow(x)  # ActNorm initialisation outside the compiled graph
+
+    def step(f: Callable[[Tensor], tuple[Tensor, Tensor]]) -> Callable[[], None]:
+        def run_once() -> None:
+            z, logdet = f(x)
+            (0.5 * z.square().mean() - logdet.mean()).backward()
+
+        return run_once
+
+    compiled = torch.compile(flow)
+    start = time.perf_counter()
+    step(compiled)()
+    compile_s = time.perf_counter() - start
+    return row(
+        "6. flow training step, torch.compile vs eager",
+        median_ms(step(compiled), repeats),
+        median_ms(step(flow), repeats),
+        "measured (off by default)",
+        shape=f"{blocks} blocks, B={batch}, L={length}+{length}, D=64",
+        compile_s=compile_s,
+    )
+
+
 @torch.no_grad()
 def scaling_table(batch: int, dim: int, lengths: list[int], repeats: int) -> list[dict[str, Any]]:
     """ICA forward time and activation memory as the token count grows."""
@@ -238,13 +271,17 @@ def scaling_table(batch: int, dim: int, lengths: list[int], repeats: int) -> lis
     return table
 
 
-def run(out: str | Path | None = None, quick: bool = False) -> dict[str, Any]:
-    """Run every row, print the tables, optionally write JSON."""
+def run(
+    out: str | Path | None = None, quick: bool = False, compile: bool = False
+) -> dict[str, Any]:
+    """Run every row, print the tables, optionally write JSON; ``compile`` adds row 6."""
     repeats = 3 if quick else 5
     batch, length = (4, 512) if quick else (16, 1024)
     rows = ica_rows(batch, length, 64, repeats)
     rows.append(flow_memory_row(4, 64 if quick else 128, 64))
     rows.append(fusion_step_row(3, 128 if quick else 256, 2, "mit-b0" if quick else "mit-b3"))
+    if compile:
+        rows.append(compile_row(repeats, 2 if quick else 12, 64 if quick else 256, 2))
     lengths = [256, 512, 1024] if quick else [256, 512, 1024, 2048, 4096]
     scaling = scaling_table(2 if quick else 4, 64, lengths, repeats)
     result = {

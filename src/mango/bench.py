@@ -8,7 +8,9 @@ from typing import Any
 from mango.errors import MangoError
 
 
-def run_bench(out: str | Path | None = None, quick: bool = False) -> dict[str, Any]:
+def run_bench(
+    out: str | Path | None = None, quick: bool = False, compile: bool = False
+) -> dict[str, Any]:
     """Run the benchmark suite (``benchmarks/suite.py``) and return its results."""
     try:
         from benchmarks.suite import run
@@ -17,4 +19,4 @@ def run_bench(out: str | Path | None = None, quick: bool = False) -> dict[str, A
             "mango bench: the benchmarks package is not installed (install mango from a source "
             "checkout: pip install -e .)"
         ) from None
-    return run(out, quick=quick)
+    return run(out, quick=quick, compile=compile)

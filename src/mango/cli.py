@@ -182,11 +182,14 @@ def demo(
 def bench(
     out: Path = typer.Option(None, "--out", "-o", help="Write the results as JSON here."),
     quick: bool = typer.Option(False, "--quick", help="Smaller sizes, fewer repeats."),
+    compile: bool = typer.Option(
+        False, "--compile", help="Add row 6: torch.compile vs eager (compiling takes minutes)."
+    ),
 ) -> None:
     """Speed and memory ratios of MANGO against baselines measured in the same run."""
     from mango.bench import run_bench
 
-    run_bench(out, quick=quick)
+    run_bench(out, quick=quick, compile=compile)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,3 +131,14 @@ def test_non_finite_tokens_are_a_clear_value_error():
         flow(x)
     with pytest.raises(ValueError, match="inverse input"):
         flow.inverse(torch.full((1, 6, 4), float("inf")))
+
+
+def test_flow_traces_into_one_compiled_graph():
+    """``torch.compile`` sees the whole flow as one graph: no data-dependent Python branches."""
+    torch.manual_seed(0)
+    flow = MangoFlow(8, (6, 4), blocks=2, coupling_hidden=8).train()
+    x = torch.randn(2, 10, 8, requires_grad=True)
+    flow(x)  # ActNorm initialisation happens eagerly, once
+    explanation = torch._dynamo.explain(flow)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
