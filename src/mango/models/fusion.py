@@ -75,7 +75,11 @@ class FlowFusion(nn.Module):
     def forward(self, tokens: Sequence[Tensor], with_nll: bool = True) -> FusionOutput:
         x = torch.cat(list(tokens), dim=1)
         if with_nll and self.training and self.detach_nll and x.requires_grad:
-            z, z_density, logdet = detached_density_pass(self.flow, x)
+            if torch.compiler.is_compiling():  # the one-pass autograd.Function does not trace
+                z = self.flow(x)[0]
+                z_density, logdet = self.flow(x.detach())
+            else:
+                z, z_density, logdet = detached_density_pass(self.flow, x)
         else:
             z, logdet = self.flow(x)
             z_density = z

@@ -184,7 +184,7 @@ def train(
         use_distributed_sampler=False,
     )
     if t.compile:
-        module.model = torch.compile(module.model)  # type: ignore[assignment]
+        module.model.compile()  # in place: the state dict keeps its keys
     try:
         trainer.fit(  # our own checkpoint, already validated by read_checkpoint: not weights-only
             module,
