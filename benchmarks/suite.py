@@ -206,7 +206,8 @@ def fusion_step_row(repeats: int, size: int, batch: int, encoder: str) -> dict[s
         times["mango"],
         times["concat"],
         "<= 1.5x slower",
-        shape=f"{encoder}, {size}x{size}, batch {batch}, flow at stages 2 and 3 (nyudv2 recipe)",
+        shape=f"{encoder}, {size}x{size}, batch {batch}, flow at stages 2 and 3, "
+        f"otherwise the nyudv2 recipe (encoder {RECIPE['encoder']})",
         ratio_mit_b0=times["mango_b0"] / times["concat_b0"],
         ratio_mit_b0_flow_at_stage_3_only=times["mango_b0_stage3"] / times["concat_b0"],
         ratio_mit_b0_nll_into_encoders=times["mango_b0_nll_into_encoders"] / times["concat_b0"],
@@ -281,7 +282,7 @@ def run(
     rows.append(flow_memory_row(4, 64 if quick else 128, 64))
     rows.append(fusion_step_row(3, 128 if quick else 256, 2, "mit-b0" if quick else "mit-b3"))
     if compile:
-        rows.append(compile_row(repeats, 2 if quick else 12, 64 if quick else 256, 2))
+        rows.append(compile_row(repeats, 2 if quick else 4, 64 if quick else 256, 2))
     lengths = [256, 512, 1024] if quick else [256, 512, 1024, 2048, 4096]
     scaling = scaling_table(2 if quick else 4, 64, lengths, repeats)
     result = {
