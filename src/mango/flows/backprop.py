@@ -22,6 +22,32 @@ import torch
 from torch import Tensor, nn
 
 
+def _run_without_graph(x: Tensor, layers: Sequence[nn.Module]) -> tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        total = x.new_zeros(x.shape[0])
+        y = x
+        for layer in layers:
+            y, logdet = layer(y)
+            total = total + logdet
+    return y.detach(), total
+
+
+def _rebuild(layer: nn.Module, y: Tensor) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+    """Invert ``layer`` at its output ``y`` and re-run it with autograd: ``(x, y, logdet, params)``."""
+    with torch.no_grad():
+        x = layer.inverse(y)[0]
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        y_again, logdet = layer(x)
+    return x, y_again, logdet, [p for p in layer.parameters() if p.requires_grad]
+
+
+def _accumulate(grads: dict[int, Tensor], params: Sequence[Tensor], new: Sequence[Any]) -> None:
+    for p, g in zip(params, new, strict=True):
+        if g is not None:
+            grads[id(p)] = grads[id(p)] + g if id(p) in grads else g
+
+
 class InvertibleBackprop(torch.autograd.Function):
     """``(y, logdet) = layers(x)`` storing only ``y``; gradients by inversion + local recomputation."""
 
@@ -29,43 +55,78 @@ class InvertibleBackprop(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, layers: Sequence[nn.Module], *params: Tensor
     ) -> tuple[Tensor, Tensor]:
-        with torch.no_grad():
-            total = x.new_zeros(x.shape[0])
-            y = x
-            for layer in layers:
-                y, logdet = layer(y)
-                total = total + logdet
+        y, total = _run_without_graph(x, layers)
         ctx.layers = layers
         ctx.params = params
-        ctx.save_for_backward(y.detach())
-        return y.detach(), total
+        ctx.save_for_backward(y)
+        return y, total
 
     @staticmethod
     def backward(ctx: Any, grad_y: Tensor, grad_logdet: Tensor) -> tuple[Tensor | None, ...]:
         (y,) = ctx.saved_tensors
-        params: tuple[Tensor, ...] = ctx.params
         grads: dict[int, Tensor] = {}
         for layer in reversed(ctx.layers):
-            with torch.no_grad():
-                x = layer.inverse(y)[0]
-            x = x.detach().requires_grad_(True)
-            with torch.enable_grad():
-                y_again, logdet = layer(x)
-            own = [p for p in layer.parameters() if p.requires_grad]
+            x, y_again, logdet, own = _rebuild(layer, y)
             result = torch.autograd.grad(
                 (y_again, logdet), [x, *own], (grad_y, grad_logdet), allow_unused=True
             )
-            for p, g in zip(own, result[1:], strict=True):
-                if g is not None:
-                    grads[id(p)] = grads[id(p)] + g if id(p) in grads else g
+            _accumulate(grads, own, result[1:])
             grad_y, y = result[0], x.detach()
-        return (grad_y, None, *(grads.get(id(p)) for p in params))
+        return (grad_y, None, *(grads.get(id(p)) for p in ctx.params))
 
 
 def invertible_backprop(x: Tensor, layers: Sequence[nn.Module]) -> tuple[Tensor, Tensor]:
     """Apply ``layers`` to ``x`` with memory-free backpropagation (see :class:`InvertibleBackprop`)."""
     params = [p for layer in layers for p in layer.parameters() if p.requires_grad]
     return InvertibleBackprop.apply(x, list(layers), *params)
+
+
+class _SplitInvertibleBackprop(torch.autograd.Function):
+    """:class:`InvertibleBackprop` with the outputs of :func:`detached_density_pass`.
+
+    Backward carries two cotangents through the layers: the task's ``g`` (which reaches ``x``)
+    and the density's ``h`` (which stops there). Per layer, one rebuild serves both: an
+    input-only product ``Jᵀ g`` and one full product with ``(g + h, g_logdet)``, whose parameter
+    part is the total and whose input part minus ``Jᵀ g`` is the density's cotangent below.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, layers: Sequence[nn.Module], *params: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        y, total = _run_without_graph(x, layers)
+        ctx.layers = layers
+        ctx.params = params
+        ctx.save_for_backward(y)
+        return y, y.clone(), total
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_y: Tensor | None, grad_density: Tensor | None, grad_logdet: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        (y,) = ctx.saved_tensors
+        task = torch.zeros_like(y) if grad_y is None else grad_y
+        density = torch.zeros_like(y) if grad_density is None else grad_density
+        grad_logdet = torch.zeros_like(y[:, 0, 0]) if grad_logdet is None else grad_logdet
+        grads: dict[int, Tensor] = {}
+        for layer in reversed(ctx.layers):
+            x, y_again, logdet, own = _rebuild(layer, y)
+            (task_in,) = torch.autograd.grad(y_again, x, task, retain_graph=True)
+            result = torch.autograd.grad(
+                (y_again, logdet), [x, *own], (task + density, grad_logdet), allow_unused=True
+            )
+            _accumulate(grads, own, result[1:])
+            task, density, y = task_in, result[0] - task_in, x.detach()
+        grad_x = task if ctx.needs_input_grad[0] and grad_y is not None else None
+        return (grad_x, None, *(grads.get(id(p)) for p in ctx.params))
+
+
+def split_invertible_backprop(
+    x: Tensor, layers: Sequence[nn.Module]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`detached_density_pass` for a stack run with memory-free backpropagation."""
+    params = [p for layer in layers for p in layer.parameters() if p.requires_grad]
+    return _SplitInvertibleBackprop.apply(x, list(layers), *params)
 
 
 class _DensityGradientSplit(torch.autograd.Function):

@@ -11,8 +11,12 @@ from torch import Tensor
 
 from mango.flows.actnorm import ActNorm
 from mango.flows.attention import InvertibleCrossAttention, ica_layers
-from mango.flows.backprop import invertible_backprop
-from mango.flows.base import FlowLayer, SequentialFlow, check_tokens
+from mango.flows.backprop import (
+    detached_density_pass,
+    invertible_backprop,
+    split_invertible_backprop,
+)
+from mango.flows.base import FlowLayer, SequentialFlow, check_tokens, flow_dtype
 from mango.flows.coupling import AffineCoupling
 from mango.flows.partitions import PARTITIONS, validate_tokens
 
@@ -134,9 +138,35 @@ class MangoFlow(SequentialFlow):
         """Map data ``x`` (B, L, D) to ``(z, logdet)``; non-finite input is a ``ValueError``."""
         _check_finite(x, "MangoFlow input")
         z, logdet = super().forward(x)
+        self._check_output(z, logdet)
+        return z, logdet
+
+    @staticmethod
+    def _check_output(z: Tensor, logdet: Tensor) -> None:
         _check_finite(z, "MangoFlow output (overflow: rescale the tokens)")
         _check_finite(logdet, "MangoFlow log-determinant (overflow: rescale the tokens)")
-        return z, logdet
+
+    def forward_detached_density(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(z, z_density, logdet)`` from one pass (DESIGN.md §4's NLL on detached tokens).
+
+        ``z`` is ``self(x)[0]``, with gradients to ``x`` and the parameters. A loss on
+        ``(z_density, logdet)`` trains the parameters only, exactly as if computed from
+        ``self(x.detach())`` (:func:`~mango.flows.backprop.detached_density_pass`); with
+        ``memory_saving`` both gradient streams share one rebuild of every layer.
+        """
+        if not self.memory_saving:
+            return detached_density_pass(self, x)
+        where = "MangoFlow"
+        check_tokens(x, self.length, self.dim, where)
+        _check_finite(x, "MangoFlow input")
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(flow_dtype(self, x, where))
+            if self.training:
+                with torch.no_grad():
+                    self._initialize_actnorms(x)
+            z, z_density, logdet = split_invertible_backprop(x, list(self.layers))
+        self._check_output(z, logdet)
+        return z, z_density, logdet
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Map a latent ``z`` (B, L, D) back to ``(x, -logdet)``; non-finite input is a ``ValueError``."""

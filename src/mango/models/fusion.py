@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from mango.flows import MangoFlow
-from mango.flows.backprop import detached_density_pass
 
 
 @dataclass
@@ -59,7 +58,7 @@ class FlowFusion(nn.Module):
     The latent ``z = f([t_1, ..., t_M])`` is split back per modality. In training the NLL is
     computed on **detached** tokens by default (``detach_nll``, DESIGN.md §4): the encoders then
     learn only from the task loss, since a trainable encoder could shrink its features and make
-    the density unbounded. One flow pass serves both terms (:func:`detached_density_pass`); the
+    the density unbounded. One flow pass serves both terms (:meth:`MangoFlow.forward_detached_density`); the
     task path keeps its gradient.
     """
 
@@ -79,7 +78,7 @@ class FlowFusion(nn.Module):
                 z = self.flow(x)[0]
                 z_density, logdet = self.flow(x.detach())
             else:
-                z, z_density, logdet = detached_density_pass(self.flow, x)
+                z, z_density, logdet = self.flow.forward_detached_density(x)
         else:
             z, logdet = self.flow(x)
             z_density = z

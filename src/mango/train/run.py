@@ -72,6 +72,10 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
     warnings.filterwarnings("ignore", message=".*_pytree.*")
+    # Resuming from the final checkpoint of a run whose --max-steps ended mid-interval: mango's
+    # sampler is seeded per interval (global_step // steps_per_checkpoint), so the resumed run
+    # restarts that interval's sample order; interval-boundary checkpoints resume exactly.
+    warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
 
 
 class StopOnSigint(pl.Callback):
