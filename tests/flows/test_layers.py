@@ -87,3 +87,25 @@ def test_token_mixing_weight_matches_forward():
     assert torch.allclose(
         layer(x)[1], 3 * torch.linalg.slogdet(layer.weight(torch.float64))[1].expand(2)
     )
+
+
+def test_extreme_parameters_stay_finite_and_invertible():
+    """Numerical guards: bounded coupling scale, clamped temperature, positive diagonal of A."""
+    torch.manual_seed(0)
+    coupling = AffineCoupling(4, hidden=8)
+    ica = InvertibleCrossAttention(4, (6, 6), "mmca", 1)
+    with torch.no_grad():
+        for p in coupling.parameters():
+            p.fill_(1e3)  # raw scales of order 1e6 before the soft bound
+        ica.log_temperature.fill_(-1e3)  # tau = e^-1000 without the clamp: scores overflow
+        ica.gate.fill_(30.0)  # A almost exactly the softmax part
+    x = torch.randn(2, 12, 4) * 10
+    y, logdet = coupling(x)
+    per_token = logdet / 12  # sum over tokens of the bounded log-scales
+    assert torch.isfinite(y).all() and (per_token.abs() <= 2 * coupling.scale_bound + 1e-4).all()
+    assert torch.isfinite(coupling.inverse(y)[0]).all()
+    assert ica.temperature.item() == pytest.approx(1e-2)
+    y, logdet = ica(x)
+    assert torch.isfinite(y).all() and torch.isfinite(logdet).all()
+    diagonal = ica.attention_matrix(x).diagonal(dim1=-2, dim2=-1)
+    assert (diagonal > 0).all()
