@@ -27,28 +27,44 @@ from mango.io import atomic_write_json
 
 def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
+    return paired_median_ms({"fn": fn}, repeats, warmup)["fn"]
+
+
+def paired_median_ms(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time (ms) of each function, timed in **interleaved** rounds.
+
+    Compared functions then see the same machine state (frequency, caches, other load), so
+    their ratio is far steadier than that of back-to-back blocks of repeats.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the tensors autograd saves for backward while running ``fn`` (activation memory)."""
-    total = 0
+    """Bytes of the tensors autograd saves for backward while running ``fn`` (activation memory).
+
+    A tensor saved by several operations (or views of one buffer) is counted once.
+    """
+    storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
-    return total
+    return sum(storages.values())
 
 
 def _ica(length: int, dim: int, **kwargs: Any) -> InvertibleCrossAttention:
@@ -79,8 +95,17 @@ def ica_rows(batch: int, length: int, dim: int, repeats: int) -> list[dict[str, 
     """Rows 1-3: exact ICA vs the official dense formulation and vs one SDPA call."""
     layer = _ica(length, dim)
     x = torch.randn(batch, 2 * length, dim)
-    ours_fwd = median_ms(lambda: layer(x), repeats)
-    ref_fwd = median_ms(lambda: reference_forward(layer, x), max(1, repeats // 2))
+    q = torch.randn(batch, 1, length, dim)
+    forward = paired_median_ms(
+        {
+            "ours": lambda: layer(x),
+            "reference": lambda: reference_forward(layer, x),
+            "sdpa": lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True),
+        },
+        repeats,
+        warmup=2,
+    )
+    ours_fwd, ref_fwd, sdpa = forward["ours"], forward["reference"], forward["sdpa"]
     y, _ = layer(x)
     ours_inv = median_ms(lambda: layer.inverse(y), repeats)
     ref_inv = median_ms(
@@ -89,8 +114,6 @@ def ica_rows(batch: int, length: int, dim: int, repeats: int) -> list[dict[str, 
     err_ours = float((layer.inverse(y)[0] - x).norm() / x.norm())
     y_ref = reference_forward(layer, x)[0]
     err_ref = float((reference_inverse(layer, y_ref) - x).norm() / x.norm())
-    q = torch.randn(batch, 1, length, dim)
-    sdpa = median_ms(lambda: F.scaled_dot_product_attention(q, q, q, is_causal=True), repeats)
     shape = f"B={batch}, L={length} per modality, D={dim}"
     return [
         row(
@@ -192,15 +215,23 @@ def fusion_step_row(repeats: int, size: int, batch: int, encoder: str) -> dict[s
     light = {**RECIPE, "encoder": "mit-b0", "head_dim": 256}
     stage3 = {**light, "fuse_stages": [3]}
     nll_into_encoders = {**light, "flow": {**RECIPE["flow"], "detach_nll": False}}
-    steps = {
-        "mango": _fusion_step("mango", size, batch, **settings),
-        "concat": _fusion_step("concat", size, batch, **settings),
-        "mango_b0": _fusion_step("mango", size, batch, **light),
-        "concat_b0": _fusion_step("concat", size, batch, **light),
-        "mango_b0_stage3": _fusion_step("mango", size, batch, **stage3),
-        "mango_b0_nll_into_encoders": _fusion_step("mango", size, batch, **nll_into_encoders),
-    }
-    times = {name: median_ms(step, repeats) for name, step in steps.items()}
+    # Two groups, each timed in interleaved rounds; a group's models are freed before the next.
+    times = paired_median_ms(
+        {
+            "mango": _fusion_step("mango", size, batch, **settings),
+            "concat": _fusion_step("concat", size, batch, **settings),
+        },
+        repeats,
+    )
+    times |= paired_median_ms(
+        {
+            "mango_b0": _fusion_step("mango", size, batch, **light),
+            "concat_b0": _fusion_step("concat", size, batch, **light),
+            "mango_b0_stage3": _fusion_step("mango", size, batch, **stage3),
+            "mango_b0_nll_into_encoders": _fusion_step("mango", size, batch, **nll_into_encoders),
+        },
+        repeats,
+    )
     return row(
         "5. fusion training step, MANGO (12 blocks) vs concatenation, same encoders",
         times["mango"],
@@ -236,10 +267,11 @@ def compile_row(repeats: int, blocks: int, length: int, batch: int) -> dict[str,
     start = time.perf_counter()
     step(compiled)()
     compile_s = time.perf_counter() - start
+    times = paired_median_ms({"compiled": step(compiled), "eager": step(flow)}, repeats)
     return row(
         "6. flow training step, torch.compile vs eager",
-        median_ms(step(compiled), repeats),
-        median_ms(step(flow), repeats),
+        times["compiled"],
+        times["eager"],
         "measured (off by default)",
         shape=f"{blocks} blocks, B={batch}, L={length}+{length}, D=64",
         compile_s=compile_s,
@@ -280,7 +312,7 @@ def run(
     batch, length = (4, 512) if quick else (16, 1024)
     rows = ica_rows(batch, length, 64, repeats)
     rows.append(flow_memory_row(4, 64 if quick else 128, 64))
-    rows.append(fusion_step_row(3, 128 if quick else 256, 2, "mit-b0" if quick else "mit-b3"))
+    rows.append(fusion_step_row(repeats, 128 if quick else 256, 2, "mit-b0" if quick else "mit-b3"))
     if compile:
         rows.append(compile_row(repeats, 2 if quick else 4, 64 if quick else 256, 2))
     lengths = [256, 512, 1024] if quick else [256, 512, 1024, 2048, 4096]

@@ -131,9 +131,15 @@ class InvertibleCrossAttention(FlowLayer):
         )
         return resampled.transpose(1, 2)
 
-    def _queries_keys(self, x1: Tensor) -> tuple[Tensor, Tensor]:
+    def _queries_keys(self, x1: Tensor, scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(Q, K)``; with ``scale``, ``Q · scale`` folded into the query norm's affine part."""
         h = self._conditioning(x1)
-        return self.norm_q(self.query(h)), self.norm_k(self.key(h))
+        k = self.norm_k(self.key(h))
+        if scale is None:
+            return self.norm_q(self.query(h)), k
+        norm = self.norm_q
+        weight, bias = norm.weight * scale, norm.bias * scale
+        return F.layer_norm(self.query(h), norm.normalized_shape, weight, bias, norm.eps), k
 
     def scores(self, x1: Tensor) -> Tensor:
         """Masked attention logits ``S`` (B, L2, L2) from the conditioning tokens ``x1``."""
@@ -147,10 +153,9 @@ class InvertibleCrossAttention(FlowLayer):
         ``x1`` and ``x2`` arrive in **reversed** token order, where the mask ``j >= i`` is the
         causal mask the kernel implements; reversing commutes with the interpolation of ``x1``.
         """
-        q, k = self._queries_keys(x1)
-        scale = 1.0 / self.temperature.to(x1.dtype)
-        attended, lse = causal_attention(q, k, x2, scale)
-        log_p_diag = torch.linalg.vecdot(q, k) * scale - lse
+        q, k = self._queries_keys(x1, scale=1.0 / self.temperature.to(x1.dtype))
+        attended, lse = causal_attention(q, k, x2)
+        log_p_diag = torch.linalg.vecdot(q, k) - lse
         log_c0, log_c1 = (c.to(x1.dtype) for c in self.log_coefficients())
         if self.gate is not None:  # (1 - α) X2 + α P X2 in one op
             y2 = torch.lerp(x2, attended, log_c1.exp())

@@ -82,13 +82,11 @@ class _AttentionWithLSE(torch.autograd.Function):
         return gq[..., : q.shape[-1]], gk[..., : k.shape[-1]], gv[..., :dv], None
 
 
-def causal_attention(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
-    """``(P v, lse)`` for ``P = softmax(scale · q kᵀ)`` masked to ``j <= i``; inputs (B, L, E).
+def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """``(P v, lse)`` for ``P = softmax(q kᵀ)`` masked to ``j <= i``; inputs (B, L, E).
 
     ICA's mask ``j >= i`` is this mask on reversed token order: callers pass reversed tokens.
-    ``scale`` may require a gradient: it is folded into ``q`` (the kernel's own scale is 1).
+    A learned temperature belongs in ``q`` (the kernel's own scale is 1, not differentiable).
     """
-    out, lse = _AttentionWithLSE.apply(
-        (q * scale).unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), 1.0
-    )
+    out, lse = _AttentionWithLSE.apply(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), 1.0)
     return out.squeeze(1), lse.squeeze(1)
