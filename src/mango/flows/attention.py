@@ -196,7 +196,7 @@ class InvertibleCrossAttention(FlowLayer):
         """
         if self.mixing is not None:
             x = self.mixing(x)[0]
-        a, _, p = self._attention(x[:, self.idx1])
+        a, _, p = self._attention(x.index_select(1, self.idx1))
         return (a, p) if with_probabilities else a
 
     def _merge(self, y1: Tensor, y2: Tensor, reversed_order: bool = False) -> Tensor:
@@ -212,11 +212,11 @@ class InvertibleCrossAttention(FlowLayer):
             factors = self.mixing.factors(x.dtype)
             x = self.mixing.mix(x, factors)
         if self.fused and fused_available(x):
-            x1, x2 = x[:, self.idx1_reversed], x[:, self.idx2_reversed]
+            x1, x2 = x.index_select(1, self.idx1_reversed), x.index_select(1, self.idx2_reversed)
             y2, log_diag = self._apply_fused(x1, x2)
             y = self._merge(x1, y2, reversed_order=True)
         else:
-            x1, x2 = x[:, self.idx1], x[:, self.idx2]
+            x1, x2 = x.index_select(1, self.idx1), x.index_select(1, self.idx2)
             a, log_diag, _ = self._attention(x1)
             y = self._merge(x1, a @ x2)
         if self.mixing is not None:
@@ -227,7 +227,7 @@ class InvertibleCrossAttention(FlowLayer):
         if self.mixing is not None:
             factors = self.mixing.factors(y.dtype)
             y = self.mixing.mix(y, factors)
-        y1, y2 = y[:, self.idx1], y[:, self.idx2]
+        y1, y2 = y.index_select(1, self.idx1), y.index_select(1, self.idx2)
         if torch.is_grad_enabled():
             a, log_diag, _ = self._attention(y1)
         else:

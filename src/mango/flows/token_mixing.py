@@ -76,13 +76,14 @@ class LUTokenMixing(FlowLayer):
         u = upper @ x.transpose(0, 1).reshape(length, batch * dim)
         z = u + lower @ u
         # P z: row i of the output is row inverse_perm[i] of z, so P^T = gather by `permutation`.
-        return z[self._inverse_permutation()].reshape(length, batch, dim).transpose(0, 1)
+        z = z.index_select(0, self._inverse_permutation())
+        return z.reshape(length, batch, dim).transpose(0, 1)
 
     def unmix(self, y: Tensor, factors: tuple[Tensor, Tensor]) -> Tensor:
         """``W^{-1} y`` by two triangular solves with all B·D columns at once."""
         lower, upper = factors
         batch, length, dim = y.shape
-        z = y[:, self.permutation].transpose(0, 1).reshape(length, batch * dim)
+        z = y.index_select(1, self.permutation).transpose(0, 1).reshape(length, batch * dim)
         z = torch.linalg.solve_triangular(lower, z, upper=False, unitriangular=True)
         x = torch.linalg.solve_triangular(upper, z, upper=True)
         return x.reshape(length, batch, dim).transpose(0, 1)
