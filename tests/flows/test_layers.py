@@ -78,8 +78,7 @@ def test_flow_two_blocks_after_data_init(layer_check, perturbed):
 def test_token_mixing_weight_matches_forward():
     layer = LUTokenMixing(5, generator=torch.Generator().manual_seed(1)).double()
     with torch.no_grad():
-        layer.lower.normal_()
-        layer.upper.normal_()
+        layer.lu.normal_()
         layer.log_s.normal_()
     x = torch.randn(2, 5, 3, dtype=torch.float64)
     expected = torch.einsum("ij,bjd->bid", layer.weight(torch.float64), x)

@@ -42,8 +42,9 @@ class LUTokenMixing(FlowLayer):
         perm = torch.randperm(length, generator=generator)
         self.register_buffer("permutation", perm)
         self.register_buffer("sign", torch.ones(length))
-        self.lower = nn.Parameter(torch.zeros(length, length))
-        self.upper = nn.Parameter(torch.zeros(length, length))
+        # L's strict lower part and U's strict upper part share one matrix (its diagonal is
+        # unused: L has a unit diagonal, U's is s), halving parameters and optimizer state.
+        self.lu = nn.Parameter(torch.zeros(length, length))
         self.log_s = nn.Parameter(torch.zeros(length))
 
     def factors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -52,9 +53,10 @@ class LUTokenMixing(FlowLayer):
         ``L``'s unit diagonal is implicit (used as ``L v = v + (L - I) v`` and by unit-triangular
         solves), so each factor costs one masking op and no ``L x L`` identity.
         """
-        lower = self.lower.to(dtype).tril(-1)
+        lu = self.lu.to(dtype)
+        lower = lu.tril(-1)
         diag = self.sign.to(dtype) * self.log_s.to(dtype).exp()
-        upper = torch.diagonal_scatter(self.upper.to(dtype).triu(1), diag)
+        upper = torch.diagonal_scatter(lu.triu(1), diag)
         return lower, upper
 
     def weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
