@@ -211,15 +211,6 @@ def _broken(
     return root, fault(root, split)
 
 
-def _one_error_line(capsys: pytest.CaptureFixture[str], victim: Path) -> None:
-    """The single stderr line of a failed command; checks it names ``victim``."""
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.out + captured.err
-    lines = [line for line in captured.err.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith(f"mango: error: {victim}"), lines
-
-
 @pytest.mark.parametrize(("fault", "layout"), FAULTS)
 def test_data_check_lists_the_bad_file_once(
     fault: Fault,
@@ -246,14 +237,14 @@ def test_train_stops_with_one_line_and_no_checkpoint(
     layout: str,
     good: dict[str, Path],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    failing,
 ) -> None:
     root, victim = _broken(good, layout, tmp_path, fault, "train")
     out = tmp_path / "run"
     args = ["--config", str(SMOKE), "--data", str(root), "--out", str(out), "--max-steps", "2"]
-    capsys.readouterr()
+    failing.capsys.readouterr()
     assert main(["train", *args]) == 2
-    _one_error_line(capsys, victim)
+    failing.one_error_line(victim)
     assert not out.exists()  # a run that failed before its first checkpoint leaves nothing
 
 
@@ -264,17 +255,10 @@ def test_eval_fails_with_one_line_and_keeps_the_old_metrics(
     good: dict[str, Path],
     checkpoint: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    failing,
 ) -> None:
     root, victim = _broken(good, layout, tmp_path, fault, "test")
-    metrics = tmp_path / "metrics.json"
-    metrics.write_text('{"f1_micro": 99.0}\n')
-    capsys.readouterr()
-    args = ["--checkpoint", str(checkpoint), "--data", str(root), "--out", str(metrics)]
-    assert main(["eval", *args]) == 2
-    _one_error_line(capsys, victim)
-    assert metrics.read_text() == '{"f1_micro": 99.0}\n'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "metrics.json"]
+    failing.eval_keeps_old_metrics(checkpoint, root, victim)
 
 
 @pytest.mark.parametrize(("fault", "layout"), FAULTS)
@@ -284,20 +268,10 @@ def test_predict_fails_with_one_line_and_writes_no_partial_file(
     good: dict[str, Path],
     checkpoint: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    failing,
 ) -> None:
     root, victim = _broken(good, layout, tmp_path, fault, "test")
-    out = tmp_path / "pred"
-    out.mkdir()
-    (out / "keep.txt").write_text("earlier output\n")
-    capsys.readouterr()
-    args = ["--checkpoint", str(checkpoint), "--data", str(root), "--out", str(out)]
-    assert main(["predict", *args]) == 2
-    _one_error_line(capsys, victim)
-    assert (out / "keep.txt").read_text() == "earlier output\n"
-    # Nothing from the failed run: no partial predictions, no staging folder left beside --out.
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    failing.predict_writes_nothing(checkpoint, root, victim)
 
 
 def test_predict_on_a_later_bad_movie_keeps_the_old_predictions(

@@ -1,0 +1,58 @@
+"""Checks shared by the task folders' CLI-fault tests: a failed command says one line, keeps outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mango.cli import main
+
+
+class FailingCommand:
+    """Run ``mango eval`` / ``mango predict`` on a broken dataset and check how they fail."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        self.capsys, self.tmp_path = capsys, tmp_path
+
+    def one_error_line(self, victim: Path) -> None:
+        """The command printed exactly one stderr line, naming ``victim``, and no traceback.
+
+        The line starts with the file (``<file>: ...``), or with a row in it (``<file> row N ...``).
+        """
+        captured = self.capsys.readouterr()
+        assert "Traceback" not in captured.out + captured.err
+        lines = [line for line in captured.err.splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        prefix = f"mango: error: {victim}"
+        assert lines[0].startswith((f"{prefix}: ", f"{prefix} row ")), lines
+
+    def eval_keeps_old_metrics(self, checkpoint: Path, root: Path, victim: Path) -> None:
+        """``mango eval`` exits 2 with one line; an existing metrics file stays as it was."""
+        metrics = self.tmp_path / "metrics.json"
+        metrics.write_text('{"score": 99.0}\n')
+        self.capsys.readouterr()
+        args = ["--checkpoint", str(checkpoint), "--data", str(root), "--out", str(metrics)]
+        assert main(["eval", *args]) == 2
+        self.one_error_line(victim)
+        assert metrics.read_text() == '{"score": 99.0}\n'
+        assert sorted(p.name for p in self.tmp_path.iterdir()) == ["data", "metrics.json"]
+
+    def predict_writes_nothing(self, checkpoint: Path, root: Path, victim: Path) -> None:
+        """``mango predict`` exits 2 with one line; ``--out`` keeps only what it held before."""
+        out = self.tmp_path / "pred"
+        out.mkdir()
+        (out / "keep.txt").write_text("earlier output\n")
+        self.capsys.readouterr()
+        args = ["--checkpoint", str(checkpoint), "--data", str(root), "--out", str(out)]
+        assert main(["predict", *args]) == 2
+        self.one_error_line(victim)
+        assert (out / "keep.txt").read_text() == "earlier output\n"
+        # Nothing from the failed run: no partial predictions, no staging folder beside --out.
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+        assert not [p for p in self.tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture
+def failing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> FailingCommand:
+    return FailingCommand(capsys, tmp_path)
