@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,3 +62,30 @@ class FailingCommand:
 @pytest.fixture
 def failing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> FailingCommand:
     return FailingCommand(capsys, tmp_path)
+
+
+class FuzzFiles:
+    """File helpers for the readers' fuzz tests."""
+
+    @staticmethod
+    def bomb_png(width: int, height: int) -> bytes:
+        """A PNG header announcing ``width x height`` pixels (no pixel data): a decompression bomb."""
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            body = kind + data
+            return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+    @staticmethod
+    @contextmanager
+    def private_copy(source: Path) -> Iterator[Path]:
+        """A copy of a clean fixture folder, removed afterwards."""
+        with tempfile.TemporaryDirectory() as folder:
+            yield Path(shutil.copytree(source, Path(folder) / "data"))
+
+
+@pytest.fixture(scope="session")
+def fuzz_files() -> FuzzFiles:
+    return FuzzFiles()

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
-import struct
 import tempfile
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,17 +96,6 @@ def temporary_root() -> Iterator[Path]:
         root = Path(folder) / "data"
         root.mkdir()
         yield root
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A PNG header announcing ``width x height`` pixels (no pixel data)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,12 +352,6 @@ def raw_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_mmimdb_raw_fixture(tmp_path_factory.mktemp("mmimdb_raw_fuzz"), sizes=(2, 1, 1))
 
 
-@contextmanager
-def private_copy(source: Path) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as folder:
-        yield Path(shutil.copytree(source, Path(folder) / "data"))
-
-
 def movie_ids(root: Path) -> list[str]:
     table = json.loads((root / SPLIT_FILE).read_text())
     return [movie for split in SPLITS for movie in table[split]]
@@ -424,8 +404,8 @@ RAW_TEXTS = (
         st.sampled_from([*RAW_TEXTS, b'{"plot": ["caf\xe9"], "genres": []}']),  # latin-1
     ),
 )
-def test_movie_json_gives_its_plot_and_genres_or_a_data_error(record, raw_root):
-    with private_copy(raw_root) as root:
+def test_movie_json_gives_its_plot_and_genres_or_a_data_error(record, raw_root, fuzz_files):
+    with fuzz_files.private_copy(raw_root) as root:
         movie = movie_ids(root)[1]
         path = root / "dataset" / f"{movie}.json"
         if isinstance(record, bytes):
@@ -489,8 +469,8 @@ def real_ids(ids: Any, good: list[str]) -> Any:
         st.sampled_from(RAW_TEXTS),
     ),
 )
-def test_split_file_gives_the_listed_movies_or_a_data_error(table, raw_root):
-    with private_copy(raw_root) as root:
+def test_split_file_gives_the_listed_movies_or_a_data_error(table, raw_root, fuzz_files):
+    with fuzz_files.private_copy(raw_root) as root:
         good = movie_ids(root)
         path = root / SPLIT_FILE
         if isinstance(table, dict):
@@ -538,7 +518,7 @@ MODES = {
     offset=st.floats(0.0, 1.0),
 )
 def test_poster_gives_a_finite_image_or_a_data_error(
-    mode, size, fill, image_format, damage, offset, raw_root
+    mode, size, fill, image_format, damage, offset, raw_root, fuzz_files
 ):
     dtype, channels, formats = MODES[mode]
     info = np.finfo(dtype) if dtype.endswith("f4") else np.iinfo(dtype)
@@ -552,11 +532,11 @@ def test_poster_gives_a_finite_image_or_a_data_error(
     image = Image.frombytes(mode, size[::-1], array.astype(dtype).tobytes())
     if mode == "P":
         image.putpalette(list(range(256)) * 3)
-    with private_copy(raw_root) as root:
+    with fuzz_files.private_copy(raw_root) as root:
         movie = movie_ids(root)[2]
         path = root / "dataset" / f"{movie}.jpeg"
         if image_format == "BOMB":
-            path.write_bytes(bomb_png(40_000, 40_000))
+            path.write_bytes(fuzz_files.bomb_png(40_000, 40_000))
         else:
             image.save(path, format=image_format if image_format in formats else "TIFF")
         if damage is not None:

@@ -8,12 +8,6 @@ sample reads).
 
 from __future__ import annotations
 
-import shutil
-import struct
-import tempfile
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -64,24 +58,6 @@ BUFFERS = {
     "F": ("<f4", 1),
 }
 FIXTURE_SIZE = (48, 64)  # (height, width) of the conftest fixtures
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A PNG header announcing ``width x height`` pixels (no pixel data): a decompression bomb."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
-
-
-@contextmanager
-def private_copy(source: Path) -> Iterator[Path]:
-    """A copy of a clean fixture, removed afterwards."""
-    with tempfile.TemporaryDirectory() as folder:
-        yield Path(shutil.copytree(source, Path(folder) / "data"))
 
 
 def fixture_root(layout: str, nyu_root: Path, sun_root: Path) -> Path:
@@ -194,11 +170,11 @@ def expected_arrays(column: str, path: Path, layout: SegmentationLayout) -> np.n
     replacement=images(),
 )
 def test_replaced_image_gives_exact_values_or_a_data_error(
-    layout, column, split_index, line_index, replacement, nyu_root, sun_root
+    layout, column, split_index, line_index, replacement, nyu_root, sun_root, fuzz_files
 ):
     spec = get_layout(layout)
     split = spec.splits[split_index]
-    with private_copy(fixture_root(layout, nyu_root, sun_root)) as root:
+    with fuzz_files.private_copy(fixture_root(layout, nyu_root, sun_root)) as root:
         fields = _first_line(root, spec, split, line_index)
         target = root / fields[spec.columns.index(column)]
         image, image_format = replacement
@@ -227,10 +203,10 @@ def test_replaced_image_gives_exact_values_or_a_data_error(
     noise=st.binary(min_size=1, max_size=64),
 )
 def test_damaged_file_gives_a_data_error_naming_it(
-    layout, column, line_index, damage, offset, noise, nyu_root, sun_root
+    layout, column, line_index, damage, offset, noise, nyu_root, sun_root, fuzz_files
 ):
     spec = get_layout(layout)
-    with private_copy(fixture_root(layout, nyu_root, sun_root)) as root:
+    with fuzz_files.private_copy(fixture_root(layout, nyu_root, sun_root)) as root:
         clean, clean_error = read_everything(root, layout)
         assert clean_error is None
         target = root / _first_line(root, spec, "train", line_index)[spec.columns.index(column)]
@@ -251,7 +227,7 @@ def test_damaged_file_gives_a_data_error_naming_it(
         elif damage == "empty":
             target.write_bytes(b"")
         elif damage == "bomb":
-            target.write_bytes(bomb_png(40_000, 40_000))
+            target.write_bytes(fuzz_files.bomb_png(40_000, 40_000))
 
         samples, error = read_everything(root, layout)
         if error is None:
@@ -315,11 +291,11 @@ def damaged_line(layout: SegmentationLayout, good: list[str], damage: tuple) -> 
     raw=st.sampled_from([None, None, None, b"\xff\xfe\x00", b"rgb/\x80.png"]),
 )
 def test_random_list_file_gives_samples_or_a_data_error(
-    layout, split_index, damages, ending, raw, nyu_root, sun_root
+    layout, split_index, damages, ending, raw, nyu_root, sun_root, fuzz_files
 ):
     spec = get_layout(layout)
     split = spec.splits[split_index]
-    with private_copy(fixture_root(layout, nyu_root, sun_root)) as root:
+    with fuzz_files.private_copy(fixture_root(layout, nyu_root, sun_root)) as root:
         list_path = root / spec.list_files[split]
         good = list_path.read_text().splitlines()
         if raw is None:

@@ -9,12 +9,6 @@ exactly when every sample reads).
 from __future__ import annotations
 
 import math
-import shutil
-import struct
-import tempfile
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,23 +56,6 @@ def clean_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 domains, 3 train and 2 val samples of 12 x 12 pixels; do not modify."""
     root = tmp_path_factory.mktemp("taskonomy_fuzz")
     return write_taskonomy_fixture(root, DOMAINS, n_train=3, n_val=2, size=SIZE)
-
-
-def bomb_png(width: int, height: int) -> bytes:
-    """A PNG header announcing ``width x height`` pixels (no pixel data): a decompression bomb."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
-
-
-@contextmanager
-def private_copy(source: Path) -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as folder:
-        yield Path(shutil.copytree(source, Path(folder) / "data"))
 
 
 @st.composite
@@ -179,9 +156,9 @@ def expected_values(domain: str, path: Path) -> np.ndarray | None:
     replacement=images(),
 )
 def test_replaced_image_gives_decoded_values_or_a_data_error(
-    domain, split, index, replacement, clean_root
+    domain, split, index, replacement, clean_root, fuzz_files
 ):
-    with private_copy(clean_root) as root:
+    with fuzz_files.private_copy(clean_root) as root:
         target = file_of(root, domain, split, index)
         image, image_format = replacement
         image.save(target, format=image_format)
@@ -210,9 +187,9 @@ def test_replaced_image_gives_decoded_values_or_a_data_error(
     noise=st.binary(min_size=1, max_size=64),
 )
 def test_damaged_file_gives_a_data_error_naming_it(
-    domain, index, damage, offset, noise, clean_root
+    domain, index, damage, offset, noise, clean_root, fuzz_files
 ):
-    with private_copy(clean_root) as root:
+    with fuzz_files.private_copy(clean_root) as root:
         clean, clean_error = read_everything(root)
         assert clean_error is None
         target = file_of(root, domain, "train", index)
@@ -233,7 +210,7 @@ def test_damaged_file_gives_a_data_error_naming_it(
         elif damage == "empty":
             target.write_bytes(b"")
         elif damage == "bomb":
-            target.write_bytes(bomb_png(40_000, 40_000))
+            target.write_bytes(fuzz_files.bomb_png(40_000, 40_000))
 
         samples, error = read_everything(root)
         if error is None:
@@ -279,8 +256,8 @@ BAD_LINES = (
     ending=st.sampled_from(["\n", "\r\n", ""]),
     raw=st.sampled_from([None, None, None, b"\xff\xfe\x00", b"{domain}/\x80.png"]),
 )
-def test_random_list_file_gives_samples_or_a_data_error(lines, ending, raw, clean_root):
-    with private_copy(clean_root) as root:
+def test_random_list_file_gives_samples_or_a_data_error(lines, ending, raw, clean_root, fuzz_files):
+    with fuzz_files.private_copy(clean_root) as root:
         list_path = root / "train_domain.txt"
         good = list_path.read_text().splitlines()
         if raw is None:
@@ -302,9 +279,9 @@ def test_random_list_file_gives_samples_or_a_data_error(lines, ending, raw, clea
         check_agrees(root, error, None)
 
 
-def test_depth_in_a_32_bit_container_is_range_checked(clean_root: Path) -> None:
+def test_depth_in_a_32_bit_container_is_range_checked(clean_root: Path, fuzz_files) -> None:
     """A 16-bit domain stored as 32-bit integers: 0..65535 is read, other values are refused."""
-    with private_copy(clean_root) as root:
+    with fuzz_files.private_copy(clean_root) as root:
         target = file_of(root, "depth_zbuffer", "val", 0)
         values = np.arange(SIZE * SIZE, dtype=np.int32).reshape(SIZE, SIZE) * 455
         Image.frombytes("I", (SIZE, SIZE), values.tobytes()).save(target, format="TIFF")
