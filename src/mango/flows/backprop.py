@@ -154,16 +154,12 @@ class _DensityGradientSplit(torch.autograd.Function):
         if grad_z is not None and ctx.needs_input_grad[0]:
             # Input gradient of the task term only: J^T grad_z (no weight gradients computed).
             (grad_x,) = torch.autograd.grad(z, inner, grad_z, retain_graph=True)
-        grad_z_all = [g for g in (grad_z, grad_z_density) if g is not None]
-        outputs, cotangents = [], []
-        if grad_z_all:
-            outputs.append(z)
-            cotangents.append(sum(grad_z_all[1:], grad_z_all[0]))
+        total_z = sum(g for g in (grad_z, grad_z_density) if g is not None)
+        outputs, cotangents = ([z], [total_z]) if isinstance(total_z, Tensor) else ([], [])
         if grad_logdet is not None:
             outputs.append(logdet)
             cotangents.append(grad_logdet)
-        params: tuple[Tensor, ...] = ctx.params
-        grads = torch.autograd.grad(outputs, params, cotangents, allow_unused=True)
+        grads = torch.autograd.grad(outputs, ctx.params, cotangents, allow_unused=True)
         return (grad_x, None, *grads)
 
 
