@@ -79,12 +79,20 @@ def _ica(length: int, dim: int, **kwargs: Any) -> InvertibleCrossAttention:
 def row(
     name: str, ours: float, baseline: float, goal: str, unit: str = "ms", **extra: Any
 ) -> dict[str, Any]:
+    """One table row; ``goal`` is ``">= Nx faster"``, ``"<= Nx ..."`` or free text (no verdict)."""
+    faster = goal.startswith(">=")
+    ratio = baseline / ours if faster else ours / baseline
+    met = None
+    if goal.startswith((">=", "<=")):
+        target = float(goal.split()[1].rstrip("x"))
+        met = ratio >= target if faster else ratio <= target
     return {
         "row": name,
         "mango": ours,
         "baseline": baseline,
-        "ratio": baseline / ours if goal.startswith(">=") else ours / baseline,
+        "ratio": ratio,
         "goal": goal,
+        "met": met,
         "unit": unit,
         **extra,
     }
@@ -315,6 +323,9 @@ def run(
     rows.append(fusion_step_row(repeats, 128 if quick else 256, 2, "mit-b0" if quick else "mit-b3"))
     if compile:
         rows.append(compile_row(repeats, 2 if quick else 4, 64 if quick else 256, 2))
+    if quick:  # the goals are set for the full shapes: no verdicts on the small ones
+        for r in rows:
+            r["met"] = None
     lengths = [256, 512, 1024] if quick else [256, 512, 1024, 2048, 4096]
     scaling = scaling_table(2 if quick else 4, 64, lengths, repeats)
     result = {
@@ -341,7 +352,7 @@ def _print(result: dict[str, Any]) -> None:
     table = Table(
         title=f"mango bench ({result['machine']['device']}, {result['machine']['threads']} threads)"
     )
-    for column in ("row", "mango", "baseline", "ratio", "goal"):
+    for column in ("row", "mango", "baseline", "ratio", "goal", "met"):
         table.add_column(column)
     for r in result["rows"]:
         table.add_row(
@@ -350,13 +361,14 @@ def _print(result: dict[str, Any]) -> None:
             f"{r['baseline']:.1f} {r['unit']}",
             f"{r['ratio']:.2f}x",
             r["goal"],
+            {True: "yes", False: "no", None: "-"}[r["met"]],
         )
     console.print(table)
     for r in result["rows"]:
         notes = {
             k: v
             for k, v in r.items()
-            if k not in ("row", "mango", "baseline", "ratio", "goal", "unit")
+            if k not in ("row", "mango", "baseline", "ratio", "goal", "met", "unit")
         }
         console.print(f"[dim]{r['row'][:2]} {notes}[/dim]")
     scaling = Table(title="ICA scaling (fused forward, dense inverse)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from benchmarks.suite import row
+
 from mango.cli import main
 
 
@@ -17,8 +19,18 @@ def test_bench_quick_writes_every_row(tmp_path):
     assert all(
         row["mango"] > 0 and row["baseline"] > 0 and row["ratio"] > 0 for row in result["rows"]
     )
+    assert all(row["met"] is None for row in result["rows"])  # goals are for the full shapes
     inverse = result["rows"][1]
     assert inverse["roundtrip_error_mango"] < 1e-5  # the exact inverse really inverts
     memory = result["rows"][3]
     assert memory["twelve_blocks_without_memory_saving_mib"] > 10 * memory["mango"]
     assert [s["tokens_per_modality"] for s in result["scaling"]] == [256, 512, 1024]
+
+
+def test_verdict_follows_ratio_and_goal():
+    assert row("faster", 10.0, 120.0, ">= 10x faster")["met"] is True  # 12x
+    assert row("faster", 10.0, 90.0, ">= 10x faster")["met"] is False  # 9x
+    assert row("slower", 14.0, 10.0, "<= 1.5x slower")["met"] is True  # 1.4x
+    assert row("slower", 16.0, 10.0, "<= 1.5x slower")["met"] is False  # 1.6x
+    assert row("memory", 3.0, 1.0, "<= 2x", unit="MiB")["met"] is False
+    assert row("compile", 1.0, 2.0, "measured (off by default)")["met"] is None
