@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 from mango.cli import main
 
@@ -59,6 +60,15 @@ class FailingCommand:
         assert not [p for p in self.tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models: one thread is as fast and avoids OpenMP stalls on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def failing(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> FailingCommand:
     return FailingCommand(capsys, tmp_path)
@@ -77,6 +87,37 @@ class FuzzFiles:
 
         header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
         return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+    @classmethod
+    def damage(cls, target: Path, kind: str, offset: float, noise: bytes) -> None:
+        """Damage the file ``target`` in place; ``offset`` in [0, 1] picks where.
+
+        ``missing`` deletes it, ``truncate`` cuts it there, ``random`` keeps at most 8 bytes (often a valid magic number)
+        and appends ``noise``, ``flip`` XORs ``noise`` into it, ``folder`` replaces it by a
+        folder, ``empty`` by an empty file, ``bomb`` by a decompression-bomb PNG.
+        """
+        data = target.read_bytes()
+        cut = int(offset * (len(data) - 1))
+        target.unlink()
+        if kind == "missing":
+            return
+        if kind == "truncate":
+            target.write_bytes(data[:cut])
+        elif kind == "random":
+            target.write_bytes(data[: min(cut, 8)] + noise)
+        elif kind == "flip":
+            flipped = bytearray(data)
+            for position, byte in enumerate(noise):
+                flipped[(cut + 7919 * position) % len(data)] ^= byte or 1
+            target.write_bytes(bytes(flipped))
+        elif kind == "folder":
+            target.mkdir()
+        elif kind == "empty":
+            target.write_bytes(b"")
+        elif kind == "bomb":
+            target.write_bytes(cls.bomb_png(40_000, 40_000))
+        else:
+            raise ValueError(f"unknown damage {kind!r}")
 
     @staticmethod
     @contextmanager

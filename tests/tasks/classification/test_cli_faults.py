@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from mango.cli import main
 from mango.tasks.classification.fixtures import (
@@ -28,6 +27,8 @@ from mango.tasks.classification.fixtures import (
 from mango.tasks.classification.genres import SPLIT_SIZES
 from mango.tasks.classification.readers import HDF5_FILE, METADATA_FILE, RAW_FOLDER, SPLIT_FILE
 from mango.tasks.classification.task import PREDICTIONS_FILE
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "mmimdb-smoke.yaml"
@@ -175,15 +176,6 @@ HDF5_FAULTS = [
 FAULTS = [pytest.param(f, "raw", id=f.__name__) for f in RAW_FAULTS] + [
     pytest.param(f, "hdf5", id=f.__name__) for f in HDF5_FAULTS
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one thread is as fast and avoids OpenMP stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -210,24 +210,7 @@ def test_damaged_file_gives_a_data_error_naming_it(
         clean, clean_error = read_everything(root, layout)
         assert clean_error is None
         target = root / _first_line(root, spec, "train", line_index)[spec.columns.index(column)]
-        data = target.read_bytes()
-        cut = int(offset * (len(data) - 1))
-        target.unlink()
-        if damage == "truncate":
-            target.write_bytes(data[:cut])
-        elif damage == "random":
-            target.write_bytes(data[: min(cut, 8)] + noise)  # often a valid magic number first
-        elif damage == "flip":
-            flipped = bytearray(data)
-            for position, byte in enumerate(noise):
-                flipped[(cut + 7919 * position) % len(data)] ^= byte or 1
-            target.write_bytes(bytes(flipped))
-        elif damage == "folder":
-            target.mkdir()
-        elif damage == "empty":
-            target.write_bytes(b"")
-        elif damage == "bomb":
-            target.write_bytes(fuzz_files.bomb_png(40_000, 40_000))
+        fuzz_files.damage(target, damage, offset, noise)
 
         samples, error = read_everything(root, layout)
         if error is None:

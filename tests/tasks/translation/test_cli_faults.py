@@ -10,17 +10,18 @@ failed command must leave no checkpoint, no changed metrics JSON and no half-wri
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from mango.cli import main
 from mango.tasks.translation.fixtures import write_taskonomy_fixture
 from mango.tasks.translation.readers import LIST_FILES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "taskonomy-smoke.yaml"
@@ -91,15 +92,6 @@ FAULTS: list[Fault] = [
     empty_list,
     malformed_list,
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one thread is as fast and avoids OpenMP stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -193,24 +193,7 @@ def test_damaged_file_gives_a_data_error_naming_it(
         clean, clean_error = read_everything(root)
         assert clean_error is None
         target = file_of(root, domain, "train", index)
-        data = target.read_bytes()
-        cut = int(offset * (len(data) - 1))
-        target.unlink()
-        if damage == "truncate":
-            target.write_bytes(data[:cut])
-        elif damage == "random":
-            target.write_bytes(data[: min(cut, 8)] + noise)
-        elif damage == "flip":
-            flipped = bytearray(data)
-            for position, byte in enumerate(noise):
-                flipped[(cut + 7919 * position) % len(data)] ^= byte or 1
-            target.write_bytes(bytes(flipped))
-        elif damage == "folder":
-            target.mkdir()
-        elif damage == "empty":
-            target.write_bytes(b"")
-        elif damage == "bomb":
-            target.write_bytes(fuzz_files.bomb_png(40_000, 40_000))
+        fuzz_files.damage(target, damage, offset, noise)
 
         samples, error = read_everything(root)
         if error is None:
