@@ -33,10 +33,17 @@ class FlowSettings(Section):
     )
     partitions: list[Literal["mmca", "imca", "lica"]] = Field(
         default_factory=lambda: list(PARTITIONS),
-        min_length=1,
-        description="ICA partitions per block",
+        description="ICA partitions per block ([] = coupling-only blocks, an ablation)",
     )
-    attention: Literal["gated", "softmax", "half", "identity_plus"] = "gated"
+    attention: Literal["signed", "gated", "softmax", "half", "identity_plus"] = Field(
+        "signed", description="ICA form (docs/flows.md): signed I + βN (default) or c0 I + c1 P"
+    )
+    strength_bound: float = Field(
+        0.5, gt=0, lt=1, description="β_max of the signed form: β = β_max tanh(b)"
+    )
+    coupling: Literal["mlp", "attention"] = Field(
+        "mlp", description="coupling conditioner: per-token MLP, or self-attention over all tokens"
+    )
     coupling_hidden: int = Field(64, ge=1)
     detach_nll: bool = Field(True, description="keep the NLL gradient out of the encoders")
     memory_saving: bool = Field(
@@ -52,6 +59,9 @@ class OptimSettings(Section):
     optimizer: Literal["adamw", "adam"] = "adamw"
     lr: float = Field(6e-5, gt=0, description="learning rate of the encoders (backbone)")
     head_lr_mult: float = Field(10.0, gt=0, description="fusion, flow and head use lr × this")
+    gate_lr_mult: float = Field(
+        1.0, gt=0, description="ICA strengths (no weight decay) use the head lr × this"
+    )
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(0, ge=0)

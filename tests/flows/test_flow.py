@@ -97,9 +97,11 @@ def test_twelve_blocks_stay_invertible_after_training():
     with torch.no_grad():
         assert flow.bits_per_dim(x).mean().item() < start - 0.1
         x_back = flow.inverse(flow(x)[0])[0]
-    assert ((x_back - x).norm() / x.norm()).item() <= 1e-4
-    gates = [m.gate for m in flow.modules() if isinstance(m, InvertibleCrossAttention)]
-    assert any(abs(g.item() + 4.0) > 1e-3 for g in gates), "attention gates did not learn"
+    assert ((x_back - x).norm() / x.norm()).item() <= 1e-5
+    strengths = [
+        m.strength_value.item() for m in flow.modules() if isinstance(m, InvertibleCrossAttention)
+    ]
+    assert max(abs(s) for s in strengths) > 0.02, "attention strengths did not learn"
 
 
 @settings(max_examples=25, deadline=None)

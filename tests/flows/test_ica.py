@@ -75,7 +75,7 @@ def test_attention_is_upper_triangular_with_positive_diagonal():
 def test_gated_form_reaches_paper_and_half_forms():
     torch.manual_seed(0)
     x = torch.randn(2, 8, 4, dtype=torch.float64)
-    gated = InvertibleCrossAttention(4, (4, 4), "imca", 2).double()
+    gated = InvertibleCrossAttention(4, (4, 4), "imca", 2, attention="gated").double()
     half = InvertibleCrossAttention(4, (4, 4), "imca", 2, attention="half").double()
     half.load_state_dict(gated.state_dict(), strict=False)
     with torch.no_grad():
@@ -134,17 +134,19 @@ def test_flows_never_use_dense_determinants_or_inverses():
     "partition,variant,tokens", [("mmca", 1, (9, 6)), ("imca", 3, (8, 8)), ("lica", 2, (5, 7))]
 )
 @pytest.mark.parametrize("key_dim", [None, 3, 9])
-def test_fused_forward_and_gradients_equal_dense(partition, variant, tokens, key_dim):
-    """The fused kernel's hand-written backward (through the log-sum-exp) matches autograd on A."""
+@pytest.mark.parametrize("attention", ["gated", "signed"])
+def test_fused_forward_and_gradients_equal_dense(partition, variant, tokens, key_dim, attention):
+    """The fused kernels (the gated form's hand-written backward through the log-sum-exp, the
+    signed form's shifted causal attention) match autograd on the dense matrix A."""
     torch.manual_seed(0)
     dense = InvertibleCrossAttention(
-        5, tokens, partition, variant, key_dim=key_dim, fused=False
+        5, tokens, partition, variant, attention=attention, key_dim=key_dim, fused=False
     ).double()
     with torch.no_grad():
         for p in dense.parameters():
             p.add_(0.3 * torch.randn_like(p))
     fused = InvertibleCrossAttention(
-        5, tokens, partition, variant, key_dim=key_dim, fused=True
+        5, tokens, partition, variant, attention=attention, key_dim=key_dim, fused=True
     ).double()
     fused.load_state_dict(dense.state_dict())
     if partition == "lica":

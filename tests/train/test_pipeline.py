@@ -43,7 +43,8 @@ def test_train_writes_checkpoint_config_logs_weights(trained):
     assert checkpoint["mango"]["config"]["task"] == "synthetic"
     assert set(checkpoint["mango"]["versions"]) >= {"mango", "torch", "lightning"}
     assert (trained / "config.yaml").read_text().startswith("task: synthetic")
-    assert (trained / "logs" / "version_0" / "metrics.csv").exists()
+    log = (trained / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/attention_effect", "val/round_trip_error", "train/attention_strength"} <= set(log)
     weights = load_file(trained / "weights.safetensors")
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
     assert weights.keys() == state.keys()
@@ -61,6 +62,19 @@ def test_eval_and_predict(trained, tmp_path, capsys):
     metrics = json.loads(out.read_text())
     assert {"miou", "pixel_acc", "mean_acc", "per_class_iou", "bits_per_dim"} <= metrics.keys()
     assert 0 <= metrics["miou"] <= 100 and metrics["samples"] == 8
+    assert 0 < metrics["attention_effect"] < 1 and metrics["round_trip_error"] < 1e-5
+    (flow,) = metrics["flow_health"].values()
+    assert len(flow["layer_effects"]) == 2 * 8  # 2 blocks of 8 ICA layers
+
+    off = tmp_path / "off.json"
+    args = ["eval", "--checkpoint", str(trained / "checkpoints" / "last.ckpt"), "--out", str(off)]
+    assert main([*args, "--ablate", "attention"]) == 0
+    ablated = json.loads(off.read_text())
+    assert ablated["ablate"] == "attention" and ablated["attention_effect"] == 0.0
+    assert set(metrics) - {"flow_health"} <= set(ablated)
+    assert ablated["bits_per_dim"] != metrics["bits_per_dim"]
+    assert main([*args, "--ablate", "everything"]) == 2
+    assert "--ablate" in capsys.readouterr().err
     pred = tmp_path / "pred"
     assert (
         main(

@@ -22,6 +22,15 @@ differ only in colour. Neither modality leaks the other's cue:
 - silhouettes (circle, rotated square, rotated ellipse), sizes (radius ``S/8 .. S/4``) and drawing
   order (later objects occlude earlier ones) are drawn independently of the class.
 
+**Misregistration.** On a real RGB-D rig the depth sensor and the camera are not perfectly
+aligned, so a depth pixel does not lie under the RGB pixel of the same index. With
+``misregistration = m > 0`` each scene's depth map is shifted against the RGB image by a random
+integer offset ``(dy, dx)``, each uniform in ``[-m S, m S]`` pixels and drawn per scene (edges
+replicated); the mask stays on the RGB image. A fusion that pairs the two modalities position by
+position then sees the depth of the wrong place near every object edge; lining them up needs
+content matching across modalities, which is what cross-modal attention claims to add. The
+demo uses ``m = 1/8`` (up to 8 pixels at ``S = 64``, one token of the fused stride-8 stage).
+
 Scenes are not stored: item ``i`` of split ``s`` is generated on demand from a generator seeded with
 ``(seed, s, i)``, so every split is deterministic and the splits are disjoint.
 
@@ -130,11 +139,27 @@ def _silhouette(
     return box, np.sqrt((u / np.float32(radius)) ** 2 + (v / np.float32(aspect * radius)) ** 2)
 
 
-def generate_scene(size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def shift_replicate(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``image`` (H, W) moved by ``(dy, dx)`` pixels, edges replicated: ``out[y, x] = image[y - dy, x - dx]``.
+
+    Example:
+        >>> shift_replicate(np.arange(4.0).reshape(1, 4), 0, 1).tolist()
+        [[0.0, 0.0, 1.0, 2.0]]
+    """
+    h, w = image.shape
+    rows = np.clip(np.arange(h) - dy, 0, h - 1)
+    cols = np.clip(np.arange(w) - dx, 0, w - 1)
+    return image[np.ix_(rows, cols)]
+
+
+def generate_scene(
+    size: int, rng: np.random.Generator, misregistration: float = 0.0
+) -> dict[str, np.ndarray]:
     """One scene as numpy arrays (see the module docstring for the recipe).
 
     Returns ``rgb`` float32 (S, S, 3) in [0, 1], ``depth`` float32 (S, S) in metres (about
-    2-4 m) and ``mask`` int64 (S, S) with class ids indexing :data:`CLASS_NAMES`.
+    2-4 m), ``mask`` int64 (S, S) with class ids indexing :data:`CLASS_NAMES` (on the RGB image)
+    and ``shift`` int64 (2,), the depth map's ``(dy, dx)`` against the RGB image.
     """
     y, x = _grid(size)
     # background: two-colour texture and a plane 2.5-3.5 m away, tilted up to 0.6 m across
@@ -163,7 +188,12 @@ def generate_scene(size: int, rng: np.random.Generator) -> dict[str, np.ndarray]
     noise = rng.random((size, size, 4), dtype=np.float32) * 2 - 1  # uniform, std 1/sqrt(3)
     rgb = np.clip(rgb + _RGB_NOISE * np.sqrt(3) * noise[..., :3], 0.0, 1.0)
     depth = depth + _DEPTH_NOISE * np.sqrt(3) * noise[..., 3]
-    return {"rgb": rgb, "depth": depth, "mask": mask}
+    shift = np.zeros(2, dtype=np.int64)
+    if misregistration > 0:  # drawn last, so aligned scenes keep every other random draw
+        limit = int(round(misregistration * size))
+        shift = rng.integers(-limit, limit + 1, size=2)
+        depth = shift_replicate(depth, int(shift[0]), int(shift[1]))
+    return {"rgb": rgb, "depth": depth, "mask": mask, "shift": shift}
 
 
 class SyntheticScenes(torch.utils.data.Dataset):
@@ -174,7 +204,12 @@ class SyntheticScenes(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, num_scenes: int, split: str = "train", size: int = 64, seed: int = 0
+        self,
+        num_scenes: int,
+        split: str = "train",
+        size: int = 64,
+        seed: int = 0,
+        misregistration: float = 0.0,
     ) -> None:
         if split not in SPLITS:
             expected = ", ".join(SPLITS)
@@ -183,7 +218,12 @@ class SyntheticScenes(torch.utils.data.Dataset):
             raise ConfigError(f"synthetic data: number of scenes must be >= 0, got {num_scenes}")
         if size < 16:
             raise ConfigError(f"synthetic data size: must be >= 16 pixels, got {size}")
+        if not 0 <= misregistration <= 0.5:
+            raise ConfigError(
+                f"synthetic data misregistration: must be in [0, 0.5], got {misregistration}"
+            )
         self.num_scenes, self.split, self.size, self.seed = num_scenes, split, size, seed
+        self.misregistration = misregistration
 
     def __len__(self) -> int:
         return self.num_scenes
@@ -197,7 +237,7 @@ class SyntheticScenes(torch.utils.data.Dataset):
             index += self.num_scenes
         if not 0 <= index < self.num_scenes:
             raise IndexError(f"scene {index} out of range for {self.num_scenes} scenes")
-        scene = generate_scene(self.size, self.generator(index))
+        scene = generate_scene(self.size, self.generator(index), self.misregistration)
         rgb = (scene["rgb"].transpose(2, 0, 1) - RGB_MEAN) / RGB_STD
         depth = (scene["depth"][None] - DEPTH_MEAN) / DEPTH_STD
         return {

@@ -7,23 +7,29 @@ from mango.flows.actnorm import ActNorm
 from mango.flows.attention import ATTENTION_FORMS, InvertibleCrossAttention
 from mango.flows.base import FlowLayer, SequentialFlow
 from mango.flows.block import AttentionMap, MangoBlock, MangoFlow, NonFiniteFlowError
-from mango.flows.coupling import AffineCoupling
+from mango.flows.coupling import CONDITIONERS, AffineCoupling, AttentionConditioner
+from mango.flows.health import HealthTerms, attention_disabled, health_terms
 from mango.flows.partitions import PARTITIONS, num_variants, partition_indices
 from mango.flows.token_mixing import LUTokenMixing
 
 __all__ = [
     "ATTENTION_FORMS",
+    "CONDITIONERS",
     "PARTITIONS",
     "ActNorm",
     "AffineCoupling",
+    "AttentionConditioner",
     "AttentionMap",
     "FlowLayer",
+    "HealthTerms",
     "InvertibleCrossAttention",
     "LUTokenMixing",
     "MangoBlock",
     "MangoFlow",
     "NonFiniteFlowError",
     "SequentialFlow",
+    "attention_disabled",
+    "health_terms",
     "num_variants",
     "partition_indices",
 ]

@@ -13,8 +13,11 @@ from mango.flows.fused import causal_attention, fused_available
 from mango.flows.partitions import num_variants, partition_indices, validate_tokens
 from mango.flows.token_mixing import LUTokenMixing
 
-#: Attention-matrix forms ``A = c0 * I + c1 * softmax(S)`` as ``(c0, c1)``; "gated" learns c1 = α.
-ATTENTION_FORMS = ("gated", "softmax", "half", "identity_plus")
+#: Attention-matrix forms. "signed": ``A = I + β N`` (unit diagonal, volume preserving); the
+#: others ``A = c0 * I + c1 * softmax(S)``, where "gated" learns c1 = α = sigmoid(g).
+ATTENTION_FORMS = ("signed", "gated", "softmax", "half", "identity_plus")
+#: the forms whose matrix is ``c0 I + c1 P`` with a positive diagonal
+CONVEX_FORMS = ("gated", "softmax", "half", "identity_plus")
 
 
 class InvertibleCrossAttention(FlowLayer):
@@ -39,12 +42,31 @@ class InvertibleCrossAttention(FlowLayer):
 
     ``A`` is upper-triangular with a positive diagonal, so the inverse recomputes ``A`` from
     ``Y_1 = X_1`` and solves ``A X_2 = Y_2`` by back substitution (no dense determinant, inverse
-    or pseudo-inverse). On the CPU the forward pass uses a fused attention kernel that never forms ``A``
-    (``fused=True``, :mod:`mango.flows.fused`); ``fused=False`` selects the dense path.
-    Forms: ``"gated"`` (default) ``c_0 = 1 - α, c_1 = α`` with ``α = sigmoid(g)``
-    learned and ``g`` initialised at ``gate_init`` (-4, α ≈ 0.02: near identity, DESIGN.md §3b);
-    ``"softmax"`` ``(0, 1)`` the paper's form; ``"half"`` ``(½, ½)``; ``"identity_plus"`` ``(1, 1)``
-    as in the official code. The temperature ``τ = exp(t)`` is clamped to ``[1e-2, 1e4]``.
+    or pseudo-inverse). On the CPU the forward pass of these forms uses a fused attention kernel
+    that never forms ``A`` (``fused=True``, :mod:`mango.flows.fused`); ``fused=False`` selects the
+    dense path. Forms ``c_0 I + c_1 P``: ``"gated"`` ``c_0 = 1 - α, c_1 = α`` with
+    ``α = sigmoid(g)`` learned and ``g`` initialised at ``gate_init`` (-4, α ≈ 0.02, DESIGN.md
+    §3b); ``"softmax"`` ``(0, 1)`` the paper's form; ``"half"`` ``(½, ½)``; ``"identity_plus"``
+    ``(1, 1)`` as in the official code. Their temperature ``τ = exp(t)`` is clamped to
+    ``[1e-2, 1e4]``.
+
+    The default form ``"signed"`` is volume preserving and can be strong without losing the
+    inverse. With ``P^{±} = \mathrm{softmax}(\pm S)`` masked to ``j > i`` (the last row empty),
+
+    .. math::
+
+        N = \tfrac12 (P^{+} - P^{-}), \quad A = I + β N, \quad β = β_{max} \tanh(b),
+        \qquad \log|\det J| = 0,
+
+    ``N`` is strictly upper-triangular with zero row sums (``A 1 = 1``: the layer never scales
+    the tokens) and ``\|N\|_\infty \le 1``, so ``\|A^{-1}\|_\infty \le 1/(1-β)``. The
+    strength ``β`` is a linear gate: ``b = 0`` at initialisation (the identity) with slope
+    ``β_{max}`` (``strength_bound``), and the log-det does not push it back to zero as it does
+    the convex gate. The temperature has a floor, ``τ = \sqrt{d_k} (1 + \mathrm{softplus}(t))``.
+
+    Setting ``attention_enabled = False`` switches the cross-token attention off (``Y = X``,
+    log-det 0: every form reduces to the identity, LICA's ``W^{-1} W`` included); it is the
+    ablation behind ``mango eval --ablate attention``.
 
     LICA first mixes all tokens with a learned invertible ``W`` (:class:`LUTokenMixing`), applies
     the attention to the halves of ``W x`` and maps back with ``W^{-1}``; the two log-dets cancel.
@@ -68,10 +90,11 @@ class InvertibleCrossAttention(FlowLayer):
         tokens: tuple[int, ...],
         partition: str,
         variant: int,
-        attention: str = "gated",
+        attention: str = "signed",
         key_dim: int | None = None,
         gate_init: float = -4.0,
         fused: bool = True,
+        strength_bound: float = 0.5,
     ) -> None:
         super().__init__()
         self.tokens = validate_tokens(tokens)
@@ -83,6 +106,11 @@ class InvertibleCrossAttention(FlowLayer):
         self.variant = variant
         self.attention_form = attention
         self.fused = fused
+        self.signed = attention == "signed"
+        self.attention_enabled = True
+        if self.signed and not 0 < strength_bound < 1:
+            raise ValueError(f"strength_bound must be in (0, 1), got {strength_bound}")
+        self.strength_bound = strength_bound
         idx1, idx2 = partition_indices(self.tokens, partition, variant)
         self.register_buffer("idx1", idx1, persistent=False)
         self.register_buffer("idx2", idx2, persistent=False)
@@ -96,10 +124,18 @@ class InvertibleCrossAttention(FlowLayer):
         self.norm_q = nn.LayerNorm(key_dim)
         # A key bias adds q_i·b to every score of row i: softmax ignores it, so it has no bias.
         self.norm_k = nn.LayerNorm(key_dim, bias=False)
-        self.log_temperature = nn.Parameter(torch.tensor(0.5 * math.log(key_dim)))
+        self.key_dim = key_dim
+        if self.signed:  # τ = √d (1 + softplus(t)): t = -4 starts at τ ≈ √d, never below it
+            self.temperature_offset = nn.Parameter(torch.tensor(-4.0))
+            self.strength = nn.Parameter(torch.tensor(0.0))
+        else:
+            self.log_temperature = nn.Parameter(torch.tensor(0.5 * math.log(key_dim)))
         self.gate = nn.Parameter(torch.tensor(float(gate_init))) if attention == "gated" else None
         below_diagonal = torch.tril(torch.ones(self.l2, self.l2, dtype=torch.bool), -1)
         self.register_buffer("mask", below_diagonal, persistent=False)
+        # the signed form's strictly upper mask, for rows 0..L2-2 (the last row has no j > i)
+        on_or_below = torch.tril(torch.ones(self.l2 - 1, self.l2, dtype=torch.bool))
+        self.register_buffer("strict_mask", on_or_below, persistent=False)
 
     def extra_repr(self) -> str:
         return (
@@ -110,11 +146,58 @@ class InvertibleCrossAttention(FlowLayer):
     @property
     def temperature(self) -> Tensor:
         """The positive softmax temperature τ."""
+        if self.signed:
+            return math.sqrt(self.key_dim) * (1 + F.softplus(self.temperature_offset))
         return self.log_temperature.clamp(math.log(1e-2), math.log(1e4)).exp()
+
+    @property
+    def strength_value(self) -> Tensor:
+        """How strongly the layer mixes: β of the signed form, α of the gated one, else ``c1``."""
+        if self.signed:
+            return self.strength_bound * torch.tanh(self.strength)
+        return self.log_coefficients()[1].exp()
+
+    def _signed_mixing(self, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """``(N, P+)`` of the signed form, each (B, L2, L2) and zero in its last row."""
+        q, k = self._queries_keys(x1)
+        s = (q @ k.transpose(1, 2))[:, :-1] / self.temperature.to(x1.dtype)
+        positive = torch.softmax(s.masked_fill(self.strict_mask, -math.inf), dim=-1)
+        negative = torch.softmax((-s).masked_fill(self.strict_mask, -math.inf), dim=-1)
+        last_row = s.new_zeros(s.shape[0], 1, s.shape[2])
+        return (
+            torch.cat([0.5 * (positive - negative), last_row], 1),
+            torch.cat([positive, last_row], 1),
+        )
+
+    def _signed_fused(self, x: Tensor) -> Tensor:
+        """``merge(X1, X2 + β N X2)`` by one attention call, without forming ``N``.
+
+        In reversed token order the mask ``j > i`` is strictly causal: row ``r >= 1`` attends
+        columns ``< r``, which is the causal mask of queries ``1..`` against keys and values
+        ``..L2-2``. ``P+`` and ``P-`` are two heads, with queries ``q/τ`` and ``-q/τ``.
+        """
+        x1, x2 = x.index_select(1, self.idx1_reversed), x.index_select(1, self.idx2_reversed)
+        q, k = self._queries_keys(x1, scale=1.0 / self.temperature.to(x.dtype))
+        q = q[:, 1:]
+        heads = torch.stack([q, -q], 1)
+        keys = k[:, :-1, None].transpose(1, 2).expand(-1, 2, -1, -1)
+        values = x2[:, :-1, None].transpose(1, 2).expand(-1, 2, -1, -1)
+        both = F.scaled_dot_product_attention(heads, keys, values, is_causal=True, scale=1.0)
+        # rows 1.. of N X2, reversed order; the CPU kernel turns NaN queries into finite output,
+        # so 0 · Σq keeps a non-finite query visible to the flow's NaN guard (no device sync)
+        mixed = 0.5 * (both[:, 0] - both[:, 1]) + 0.0 * q.sum((1, 2), keepdim=True)
+        y2 = torch.cat([x2[:, :1], x2[:, 1:] + self.strength_value.to(x.dtype) * mixed], 1)
+        return self._merge(x1, y2, reversed_order=True)
+
+    def _signed_matrix(self, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """``(A, P+)`` of the signed form: ``A = I + β N``."""
+        n, positive = self._signed_mixing(x1)
+        eye = torch.eye(self.l2, dtype=x1.dtype, device=x1.device)
+        return eye + self.strength_value.to(x1.dtype) * n, positive
 
     def log_coefficients(self) -> tuple[Tensor, Tensor]:
         """``(log c0, log c1)`` of ``A = c0 I + c1 P`` (``log c0`` may be ``-inf``)."""
-        device = self.log_temperature.device
+        device = self.query.weight.device
         if self.gate is not None:
             return F.logsigmoid(-self.gate), F.logsigmoid(self.gate)
         c0, c1 = {"softmax": (0.0, 1.0), "half": (0.5, 0.5), "identity_plus": (1.0, 1.0)}[
@@ -196,8 +279,24 @@ class InvertibleCrossAttention(FlowLayer):
         """
         if self.mixing is not None:
             x = self.mixing(x)[0]
-        a, _, p = self._attention(x.index_select(1, self.idx1))
+        x1 = x.index_select(1, self.idx1)
+        if self.signed:
+            a, p = self._signed_matrix(x1)
+        else:
+            a, _, p = self._attention(x1)
         return (a, p) if with_probabilities else a
+
+    def effect_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(‖Y2 - X2‖², ‖X2‖²)`` per sample for input tokens ``x``: the attention's effect.
+
+        For LICA, X2 and Y2 are taken in the mixed token order, where the attention acts.
+        """
+        if self.mixing is not None:
+            x = self.mixing(x)[0]
+        x2 = x.index_select(1, self.idx2)
+        y = self._forward_mixed(x)[0] if self.attention_enabled else x
+        change = y.index_select(1, self.idx2) - x2
+        return change.square().flatten(1).sum(1), x2.square().flatten(1).sum(1)
 
     def _merge(self, y1: Tensor, y2: Tensor, reversed_order: bool = False) -> Tensor:
         """Put X1 and X2 tokens back in place: two scatters into one new tensor."""
@@ -207,10 +306,17 @@ class InvertibleCrossAttention(FlowLayer):
         y = y1.new_empty(y1.shape[0], self.length, y1.shape[2])
         return y.index_copy_(1, idx1, y1).index_copy_(1, idx2, y2)
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.mixing is not None:
-            factors = self.mixing.factors(x.dtype)
-            x = self.mixing.mix(x, factors)
+    def _forward_mixed(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The attention on (mixed) tokens: ``(merge(X1, A X2), log diag A)``."""
+        if self.signed:
+            if self.fused:
+                y = self._signed_fused(x)
+            else:
+                x1, x2 = x.index_select(1, self.idx1), x.index_select(1, self.idx2)
+                y = self._merge(
+                    x1, x2 + self.strength_value.to(x.dtype) * (self._signed_mixing(x1)[0] @ x2)
+                )
+            return y, x.new_zeros(x.shape[0], self.l2)
         if self.fused and fused_available(x):
             x1, x2 = x.index_select(1, self.idx1_reversed), x.index_select(1, self.idx2_reversed)
             y2, log_diag = self._apply_fused(x1, x2)
@@ -219,20 +325,33 @@ class InvertibleCrossAttention(FlowLayer):
             x1, x2 = x.index_select(1, self.idx1), x.index_select(1, self.idx2)
             a, log_diag, _ = self._attention(x1)
             y = self._merge(x1, a @ x2)
+        return y, log_diag
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.attention_enabled:
+            return x, x.new_zeros(x.shape[0])
+        if self.mixing is not None:
+            factors = self.mixing.factors(x.dtype)
+            x = self.mixing.mix(x, factors)
+        y, log_diag = self._forward_mixed(x)
         if self.mixing is not None:
             y = self.mixing.unmix(y, factors)
         return y, x.shape[2] * log_diag.sum(-1)
 
     def _inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.attention_enabled:
+            return y, y.new_zeros(y.shape[0])
         if self.mixing is not None:
             factors = self.mixing.factors(y.dtype)
             y = self.mixing.mix(y, factors)
         y1, y2 = y.index_select(1, self.idx1), y.index_select(1, self.idx2)
-        if torch.is_grad_enabled():
+        if self.signed:
+            a, log_diag = self._signed_matrix(y1)[0], y.new_zeros(y.shape[0], self.l2)
+        elif torch.is_grad_enabled():
             a, log_diag, _ = self._attention(y1)
         else:
             a, log_diag = self._attention_in_place(y1)
-        x2 = torch.linalg.solve_triangular(a, y2, upper=True)
+        x2 = torch.linalg.solve_triangular(a, y2, upper=True, unitriangular=self.signed)
         x = self._merge(y1, x2)
         if self.mixing is not None:
             x = self.mixing.unmix(x, factors)

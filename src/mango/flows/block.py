@@ -40,8 +40,12 @@ class MangoBlock(SequentialFlow):
 
     For two modalities this is ActNorm→MMCA v1, ActNorm→MMCA v2, ActNorm→IMCA v1..v4,
     ActNorm→LICA v1, ActNorm→LICA v2, AffineCoupling (the paper's 2 + 4 + 2 ICA layers). For ``M``
-    modalities MMCA has ``M`` variants. ``partitions`` selects a subset for ablations. The block's
-    log-det is the sum of its layers' (:class:`SequentialFlow`).
+    modalities MMCA has ``M`` variants. ``partitions`` selects a subset for ablations; an empty
+    ``partitions`` gives a coupling-only block (ActNorm→AffineCoupling, the ablation "ICA replaced
+    by coupling"). ``attention`` and ``strength_bound`` set the ICA form
+    (:class:`InvertibleCrossAttention`), ``coupling`` the coupling's conditioner
+    (:class:`AffineCoupling`). The block's log-det is the sum of its layers'
+    (:class:`SequentialFlow`).
 
     Example:
         >>> block = MangoBlock(dim=8, tokens=(4, 4))
@@ -56,20 +60,24 @@ class MangoBlock(SequentialFlow):
         dim: int,
         tokens: tuple[int, ...],
         partitions: Sequence[str] = PARTITIONS,
-        attention: str = "gated",
+        attention: str = "signed",
         coupling_hidden: int = 64,
         swap: bool = False,
+        coupling: str = "mlp",
+        strength_bound: float = 0.5,
     ) -> None:
         unknown = [p for p in partitions if p not in PARTITIONS]
-        if unknown or not partitions:
-            raise ValueError(
-                f"partitions must be a non-empty subset of {PARTITIONS}, got {partitions}"
-            )
+        if unknown:
+            raise ValueError(f"partitions must be a subset of {PARTITIONS}, got {partitions}")
         layers: list[FlowLayer] = []
         for partition in partitions:
-            for ica in ica_layers(dim, tokens, partition, attention=attention):
+            for ica in ica_layers(
+                dim, tokens, partition, attention=attention, strength_bound=strength_bound
+            ):
                 layers += [ActNorm(dim), ica]
-        layers.append(AffineCoupling(dim, hidden=coupling_hidden, swap=swap))
+        if not partitions:
+            layers.append(ActNorm(dim))
+        layers.append(AffineCoupling(dim, hidden=coupling_hidden, swap=swap, conditioner=coupling))
         super().__init__(layers)
         self.length = sum(tokens)
         self.dim = dim
@@ -118,15 +126,26 @@ class MangoFlow(SequentialFlow):
         tokens: Sequence[int],
         blocks: int = 12,
         partitions: Sequence[str] = PARTITIONS,
-        attention: str = "gated",
+        attention: str = "signed",
         coupling_hidden: int = 64,
         memory_saving: bool = False,
+        coupling: str = "mlp",
+        strength_bound: float = 0.5,
     ) -> None:
         if blocks < 1:
             raise ValueError(f"blocks must be >= 1, got {blocks}")
         tokens = validate_tokens(tuple(tokens))
         super().__init__(
-            MangoBlock(dim, tokens, partitions, attention, coupling_hidden, swap=bool(b % 2))
+            MangoBlock(
+                dim,
+                tokens,
+                partitions,
+                attention,
+                coupling_hidden,
+                swap=bool(b % 2),
+                coupling=coupling,
+                strength_bound=strength_bound,
+            )
             for b in range(blocks)
         )
         self.tokens = tokens

@@ -4,6 +4,7 @@ from mango.report.figures import (
     class_colours,
     colorize,
     save_attention_maps,
+    save_layer_effects,
     save_learning_curves,
     save_prediction_grid,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "colorize",
     "read_lightning_csv",
     "save_attention_maps",
+    "save_layer_effects",
     "save_learning_curves",
     "save_prediction_grid",
     "write_report",

@@ -213,6 +213,24 @@ def save_learning_curves(
     return _save(figure, path)
 
 
+def save_layer_effects(
+    path: str | os.PathLike[str], effects: Sequence[float], labels: Sequence[str], title: str
+) -> Path:
+    """Bars of the attention effect ``‖Y2 - X2‖ / ‖X2‖`` of every ICA layer, in flow order."""
+    if len(effects) != len(labels):
+        raise ValueError(f"{len(effects)} effects for {len(labels)} layer labels")
+    figure = _new_figure(max(6.0, 0.28 * len(effects) + 1.5), 3.2)
+    ax = figure.add_subplot(1, 1, 1)
+    positions = np.arange(len(effects))
+    ax.bar(positions, effects, color="#d9822b")
+    ax.set_xticks(positions, labels, rotation=90, fontsize=7)
+    ax.set_ylabel("‖Y2 − X2‖ / ‖X2‖")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def save_attention_maps(
     path: str | os.PathLike[str],
     rgb: np.ndarray,

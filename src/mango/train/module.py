@@ -11,9 +11,10 @@ from torch import Tensor, nn
 
 from mango.config import RunConfig, dump_yaml
 from mango.errors import MangoError
-from mango.flows import NonFiniteFlowError
+from mango.flows import InvertibleCrossAttention, NonFiniteFlowError
 from mango.tasks.base import Sample, Task
 from mango.train.checkpoint import check_architecture, metadata
+from mango.train.health import FlowHealthMonitor
 
 
 class NonFiniteError(MangoError):
@@ -50,6 +51,20 @@ def first_non_finite_module(model: nn.Module, batch: Sample) -> str:
     return found[0] if found else "no module output (the loss itself)"
 
 
+def gate_modules(model: nn.Module) -> list[InvertibleCrossAttention]:
+    """The ICA layers of ``model`` whose strength is learned (signed and gated forms)."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, InvertibleCrossAttention) and (m.signed or m.gate is not None)
+    ]
+
+
+def gate_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The ICA strength (or gate) scalars of every flow in ``model``."""
+    return [m.strength if m.signed else m.gate for m in gate_modules(model)]
+
+
 def lr_lambda(cfg: RunConfig):
     """Warmup (linear) then poly / cosine / constant decay over ``trainer.max_steps``."""
     warmup, total, optim = cfg.optim.warmup_steps, cfg.trainer.max_steps, cfg.optim
@@ -76,6 +91,7 @@ class MangoModule(pl.LightningModule):
         self.model = task.build_model(cfg)
         self.val_metric = task.metric(cfg)
         self.last_val: dict[str, Any] = {}
+        self.val_health = FlowHealthMonitor(self.model)
 
     def forward(self, batch: Sample) -> Any:
         return self.model(batch)
@@ -117,6 +133,10 @@ class MangoModule(pl.LightningModule):
         size = len(next(v for v in batch.values() if isinstance(v, Tensor)))
         if bits is not None:
             self.log("train/bits_per_dim", bits, batch_size=size)
+        gates = gate_modules(self.model)
+        if gates:
+            strength = torch.stack([g.strength_value.detach().abs() for g in gates]).mean()
+            self.log("train/attention_strength", strength, batch_size=size)
         self.log("train/task_loss", task_loss, batch_size=size, prog_bar=True)
         self.log("train/loss", loss, batch_size=size)
         return loss
@@ -129,9 +149,19 @@ class MangoModule(pl.LightningModule):
             size = len(bits)
             self.log("val/bits_per_dim", bits.mean(), batch_size=size, sync_dist=True)
 
+    def on_validation_epoch_start(self) -> None:
+        if self.val_health:
+            self.val_health.__enter__()
+
     def on_validation_epoch_end(self) -> None:
         results = self.val_metric.compute()
         self.val_metric.reset()
+        if self.val_health:
+            self.val_health.__exit__()
+            health = self.val_health.summary()
+            for name, flow in health.get("flow_health", {}).items():
+                for key in ("attention_effect", "round_trip_error"):
+                    results[key if len(health["flow_health"]) == 1 else f"{name}/{key}"] = flow[key]
         self.last_val = results
         for key, value in results.items():
             if isinstance(value, int | float) or (isinstance(value, Tensor) and value.numel() == 1):
@@ -140,10 +170,17 @@ class MangoModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.cfg.optim
         backbone = self.model.backbone_parameters()
-        head = self.model.head_parameters()
+        gates = {id(p) for p in gate_parameters(self.model)}
+        head = [p for p in self.model.head_parameters() if id(p) not in gates]
+        head_lr = optim.lr * optim.head_lr_mult
         groups = [
             {"params": [p for p in backbone if p.requires_grad], "lr": optim.lr},
-            {"params": [p for p in head if p.requires_grad], "lr": optim.lr * optim.head_lr_mult},
+            {"params": [p for p in head if p.requires_grad], "lr": head_lr},
+            {  # ICA strengths: linear gates, never decayed towards the identity
+                "params": [p for p in gate_parameters(self.model) if p.requires_grad],
+                "lr": head_lr * optim.gate_lr_mult,
+                "weight_decay": 0.0,
+            },
         ]
         groups = [g for g in groups if g["params"]]
         cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam

@@ -10,6 +10,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from mango.config import RunConfig, apply_overrides, dump_yaml, read_yaml, validate
 from mango.errors import CheckpointError, ConfigError, Interrupted, MangoError
+from mango.flows import attention_disabled
 from mango.io import atomic_write_json, atomic_write_text
 from mango.tasks.base import Task, get_task
 from mango.train.checkpoint import (
@@ -29,10 +31,13 @@ from mango.train.checkpoint import (
     read_checkpoint,
 )
 from mango.train.data import MangoDataModule, eval_loader
+from mango.train.health import FlowHealthMonitor
 from mango.train.module import MangoModule
 
 log = logging.getLogger(__name__)
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
+#: what ``evaluate(ablate=...)`` can switch off
+ABLATIONS = ("attention",)
 
 
 def build_config(
@@ -261,8 +266,15 @@ def evaluate(
     out: str | Path | None = None,
     overrides: Sequence[str] = (),
     progress: bool = True,
+    ablate: str | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a checkpoint on ``split``; written to ``out`` as JSON when given."""
+    """Metrics of a checkpoint on ``split``; written to ``out`` as JSON when given.
+
+    Models with a flow add its health (:class:`~mango.train.health.FlowHealthMonitor`).
+    ``ablate="attention"`` evaluates with every flow's cross-token attention switched off.
+    """
+    if ablate not in (None, *ABLATIONS):
+        raise ConfigError(f"--ablate: expected one of {', '.join(ABLATIONS)}, got {ablate!r}")
     task, cfg, model = load_trained(checkpoint, data_dir, overrides)
     device = _device()
     model.to(device)
@@ -270,15 +282,23 @@ def evaluate(
     metric = task.metric(cfg).to(device)
     bits: list[torch.Tensor] = []
     loader = eval_loader(task, cfg, split)
-    for batch in tqdm(loader, desc=f"eval {split}", disable=not progress, leave=False):
-        batch = _to_device(batch, device)
-        outputs = task.predict(model, batch, cfg)
-        task.update_metric(metric, outputs, batch)
-        if getattr(outputs, "bits_per_dim", None) is not None:
-            bits.append(outputs.bits_per_dim.float().cpu())
+    health = FlowHealthMonitor(model)
+    if ablate and not health:
+        raise ConfigError(f"--ablate {ablate}: {checkpoint} holds a model without a flow")
+    switched_off = attention_disabled(model) if ablate == "attention" else nullcontext()
+    with health, switched_off:
+        for batch in tqdm(loader, desc=f"eval {split}", disable=not progress, leave=False):
+            batch = _to_device(batch, device)
+            outputs = task.predict(model, batch, cfg)
+            task.update_metric(metric, outputs, batch)
+            if getattr(outputs, "bits_per_dim", None) is not None:
+                bits.append(outputs.bits_per_dim.float().cpu())
     results: dict[str, Any] = dict(metric.compute())
     if bits:
         results["bits_per_dim"] = float(torch.cat(bits).mean())
+    results.update(health.summary())
+    if ablate:
+        results["ablate"] = ablate
     results.update(task.eval_settings(cfg))
     results["split"] = split
     results["checkpoint"] = str(checkpoint)

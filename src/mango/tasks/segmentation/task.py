@@ -132,6 +132,12 @@ class SyntheticData(Section):
     test_scenes: int = Field(200, ge=1)
     seed: int = 0
     flip: bool = True
+    misregistration: float = Field(
+        0.125,
+        ge=0,
+        le=0.5,
+        description="depth shifted against RGB by up to this fraction of the side (0: aligned)",
+    )
 
 
 class SyntheticConfig(RunConfig):
@@ -176,7 +182,13 @@ class SyntheticTask(_SegmentationTask):
         if split not in counts:
             raise ConfigError(f"--split: expected train, val or test, got {split!r}")
         return _Named(
-            SyntheticScenes(counts[split], split=split, size=cfg.data.size, seed=cfg.data.seed),
+            SyntheticScenes(
+                counts[split],
+                split=split,
+                size=cfg.data.size,
+                seed=cfg.data.seed,
+                misregistration=cfg.data.misregistration,
+            ),
             split,
         )
 
