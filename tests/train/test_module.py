@@ -58,3 +58,15 @@ def test_warmup_then_schedule(schedule, checks):
     factor = lr_lambda(cfg)
     for step, value in checks.items():
         assert factor(step) == pytest.approx(value, abs=1e-9), (step, factor(step))
+
+
+def test_ica_strengths_have_their_own_group_without_weight_decay():
+    module, _ = _module("optim.gate_lr_mult=3", "optim.weight_decay=0.05")
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    strengths = {id(m.strength) for m in module.model.modules() if hasattr(m, "strength")}
+    (gate_group,) = [g for g in groups if {id(p) for p in g["params"]} == strengths]
+    assert len(strengths) == 2 * 8  # 2 blocks of 8 ICA layers in the smoke config
+    head_lr = module.cfg.optim.lr * module.cfg.optim.head_lr_mult
+    assert gate_group["weight_decay"] == 0.0 and gate_group["lr"] == pytest.approx(3 * head_lr)
+    others = [id(p) for g in groups if g is not gate_group for p in g["params"]]
+    assert not strengths & set(others) and all(g["weight_decay"] == 0.05 for g in groups[:2])
