@@ -121,7 +121,7 @@ def _comparison(metrics: dict[str, dict[str, Any]]) -> str:
     listed = ", ".join(f"{name} {value:.1f}" for name, value in miou.items())
     return (
         f"test mIoU: {listed}. Fusion vs concat {miou['fusion'] - miou['concat']:+.1f}, "
-        f"attention off costs {miou['fusion'] - miou[ATTENTION_OFF]:+.1f}, "
+        f"switching its attention off costs {miou['fusion'] - miou[ATTENTION_OFF]:.1f}, "
         f"fusion vs the better single modality {miou['fusion'] - best_single:+.1f}"
     )
 
@@ -207,7 +207,7 @@ def _write_report(
             "The scenes are built so that two object classes share a colour and differ only in depth "
             "shape (dome vs pit), and two share a shape and differ only in colour: a single modality "
             "cannot tell them apart. Each scene's depth map is also shifted against the RGB image by "
-            f"up to {cfg.data.misregistration:.0%} of its side (a misregistered depth sensor), so "
+            f"up to {cfg.data.misregistration:.1%} of its side (a misregistered depth sensor), so "
             "concatenating the two modalities position by position pairs colour with the depth of "
             "the wrong place near every object edge."
             + (" (Quick run: fewer steps and smaller scenes.)" if quick else ""),
@@ -230,7 +230,7 @@ def _write_report(
             "it gathers, chosen from RGB content. Shown is the softmax part P of the layer's matrix "
             "(A = I + β N with N = (P - P⁻)/2 for the signed form, A = (1 - α) I + α P for the gated "
             "one), with the learned strength in the title. Row i may only attend to tokens "
-            "j >= i (raster order), "
+            "j > i (signed form; j >= i for the others, raster order), "
             f"which makes the layer triangular and exactly invertible. {roundtrip}",
             images=[
                 (p.relative_to(out).as_posix(), p.stem.replace("_", " ")) for p in attention_pngs

@@ -16,8 +16,6 @@ from mango.flows.token_mixing import LUTokenMixing
 #: Attention-matrix forms. "signed": ``A = I + β N`` (unit diagonal, volume preserving); the
 #: others ``A = c0 * I + c1 * softmax(S)``, where "gated" learns c1 = α = sigmoid(g).
 ATTENTION_FORMS = ("signed", "gated", "softmax", "half", "identity_plus")
-#: the forms whose matrix is ``c0 I + c1 P`` with a positive diagonal
-CONVEX_FORMS = ("gated", "softmax", "half", "identity_plus")
 
 
 class InvertibleCrossAttention(FlowLayer):
