@@ -242,7 +242,8 @@ def save_attention_maps(
 ) -> Path:
     """Where cross-modal attention sends each chosen query token.
 
-    ``attention`` is an (L, L) matrix ``A`` (rows sum to about 1) over the tokens of one modality,
+    ``attention`` is an (L, L) attention map ``P`` (rows sum to about 1; the softmax part of the
+    layer's matrix ``A``, see :class:`~mango.flows.InvertibleCrossAttention`) over the tokens of one modality,
     the values ``X2`` (here depth tokens, laid out row-major on ``grid`` = (rows, columns),
     L = rows * columns), computed from the OTHER modality ``X1`` (here RGB): output token i of the
     layer is ``Y2_i = sum_j A_ij X2_j``. For each query token i one row of panels shows the RGB
@@ -338,7 +339,7 @@ def save_attention_maps(
             alpha=0.85 * np.sqrt(np.clip(weights / top, 0, 1)),
         )
         outline(ax, query, colour, "--")
-        ax.set_title(f"depth: A[{query}, :]  (A_ii = {attention[query, query]:.2f})", fontsize=8)
+        ax.set_title(f"depth: P[{query}, :]  (P_ii = {attention[query, query]:.2f})", fontsize=8)
         figure.colorbar(heat, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=7)
 
     ax = figure.add_subplot(layout[:, 2])
@@ -347,7 +348,7 @@ def save_attention_maps(
     )
     for k, query in enumerate(queries):
         ax.axhline(query, color=markers(k % 10), linewidth=1.2, alpha=0.9)
-    ax.set_title("full attention matrix A (sqrt scale)", fontsize=9)
+    ax.set_title("full attention map P (sqrt scale)", fontsize=9)
     ax.set_xlabel("value token j (depth)", fontsize=8)
     ax.set_ylabel("output / query token i (weights from RGB)", fontsize=8)
     ax.tick_params(labelsize=7)
