@@ -92,6 +92,7 @@ class MangoModule(pl.LightningModule):
         self.val_metric = task.metric(cfg)
         self.last_val: dict[str, Any] = {}
         self.val_health = FlowHealthMonitor(self.model)
+        self.gates = gate_modules(self.model)  # found once: logged every step
 
     def forward(self, batch: Sample) -> Any:
         return self.model(batch)
@@ -133,9 +134,8 @@ class MangoModule(pl.LightningModule):
         size = len(next(v for v in batch.values() if isinstance(v, Tensor)))
         if bits is not None:
             self.log("train/bits_per_dim", bits, batch_size=size)
-        gates = gate_modules(self.model)
-        if gates:
-            strength = torch.stack([g.strength_value.detach().abs() for g in gates]).mean()
+        if self.gates:
+            strength = torch.stack([g.strength_value.detach().abs() for g in self.gates]).mean()
             self.log("train/attention_strength", strength, batch_size=size)
         self.log("train/task_loss", task_loss, batch_size=size, prog_bar=True)
         self.log("train/loss", loss, batch_size=size)
@@ -170,14 +170,15 @@ class MangoModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.cfg.optim
         backbone = self.model.backbone_parameters()
-        gates = {id(p) for p in gate_parameters(self.model)}
-        head = [p for p in self.model.head_parameters() if id(p) not in gates]
+        gates = gate_parameters(self.model)
+        gate_ids = {id(p) for p in gates}
+        head = [p for p in self.model.head_parameters() if id(p) not in gate_ids]
         head_lr = optim.lr * optim.head_lr_mult
         groups = [
             {"params": [p for p in backbone if p.requires_grad], "lr": optim.lr},
             {"params": [p for p in head if p.requires_grad], "lr": head_lr},
             {  # ICA strengths: linear gates, never decayed towards the identity
-                "params": [p for p in gate_parameters(self.model) if p.requires_grad],
+                "params": [p for p in gates if p.requires_grad],
                 "lr": head_lr * optim.gate_lr_mult,
                 "weight_decay": 0.0,
             },
