@@ -107,7 +107,18 @@ def test_attention_conditioner_mixes_tokens_and_the_mlp_does_not():
 def test_health_terms_measure_the_change_of_x2():
     layer = _signed(tokens=(4, 4), partition="mmca", variant=1)
     x = torch.randn(2, 8, 4, dtype=torch.float64)
-    change, norm = layer.effect_terms(x)
     y = layer(x)[0]
+    change, norm = layer.effect_terms(x, y)
     assert torch.allclose(change, (y[:, 4:] - x[:, 4:]).square().sum((1, 2)))
     assert torch.allclose(norm, x[:, 4:].square().sum((1, 2)))
+
+
+def test_lica_effect_is_measured_in_the_mixed_order():
+    layer = _signed(tokens=(5, 4), partition="lica", variant=1)
+    x = torch.randn(2, 9, 4, dtype=torch.float64)
+    mixed = layer.mixing(x)[0]
+    attended = layer._forward_mixed(mixed)[0]
+    expected = (attended - mixed)[:, layer.idx2].square().sum((1, 2))
+    change, norm = layer.effect_terms(x, layer(x)[0])
+    assert torch.allclose(change, expected) and (change > 0).all()
+    assert torch.allclose(norm, mixed[:, layer.idx2].square().sum((1, 2)))

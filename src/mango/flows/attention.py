@@ -284,15 +284,15 @@ class InvertibleCrossAttention(FlowLayer):
             a, _, p = self._attention(x1)
         return (a, p) if with_probabilities else a
 
-    def effect_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(‖Y2 - X2‖², ‖X2‖²)`` per sample for input tokens ``x``: the attention's effect.
+    def effect_terms(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(‖Y2 - X2‖², ‖X2‖²)`` per sample, from this layer's input ``x`` and output ``y``.
 
         For LICA, X2 and Y2 are taken in the mixed token order, where the attention acts.
         """
         if self.mixing is not None:
-            x = self.mixing(x)[0]
+            factors = self.mixing.factors(x.dtype)
+            x, y = self.mixing.mix(x, factors), self.mixing.mix(y, factors)
         x2 = x.index_select(1, self.idx2)
-        y = self._forward_mixed(x)[0] if self.attention_enabled else x
         change = y.index_select(1, self.idx2) - x2
         return change.square().flatten(1).sum(1), x2.square().flatten(1).sum(1)
 

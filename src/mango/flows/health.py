@@ -90,11 +90,12 @@ def health_terms(flow: nn.Module, x: Tensor) -> HealthTerms:
     h = x
     for block in flow.layers:
         for layer in block:
+            out = layer(h)[0]
             if isinstance(layer, InvertibleCrossAttention):
-                change, norm = layer.effect_terms(h)
+                change, norm = layer.effect_terms(h, out)
                 changes.append(change.sum())
                 norms.append(norm.sum())
-            h = layer(h)[0]
+            h = out
     back = flow.inverse(h)[0]
     stack = lambda values: torch.stack(values).cpu() if values else torch.zeros(0)  # noqa: E731
     return HealthTerms(
