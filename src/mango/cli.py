@@ -143,22 +143,24 @@ def predict(
     typer.echo(f"wrote {len(written)} files to {out}")
 
 
+#: the on-disk layouts `mango data check` knows (every task but the built-in synthetic scenes)
+LAYOUTS = ("nyudv2", "sunrgbd", "taskonomy", "mmimdb", "tensors")
 data_app = typer.Typer(help="Dataset utilities.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
 @data_app.command("check")
 def data_check(
-    layout: str = typer.Option(..., "--layout", help="nyudv2, sunrgbd, taskonomy or mmimdb."),
+    layout: str = typer.Option(
+        ..., "--layout", help="nyudv2, sunrgbd, taskonomy, mmimdb or tensors."
+    ),
     data: Path = typer.Option(..., "--data", help="Dataset root folder."),
 ) -> None:
     """Check a dataset folder: counts, missing/unreadable files, sizes, dtypes, label ranges."""
     from mango.tasks.base import get_task
 
-    if layout not in ("nyudv2", "sunrgbd", "taskonomy", "mmimdb"):
-        raise MangoError(
-            f"--layout: unknown layout {layout!r}; choose nyudv2, sunrgbd, taskonomy or mmimdb"
-        )
+    if layout not in LAYOUTS:
+        raise MangoError(f"--layout: unknown layout {layout!r}; choose {', '.join(LAYOUTS)}")
     if not data.is_dir():
         raise MangoError(f"{data}: dataset folder not found")
     report = get_task(layout).check_data(data)

@@ -60,3 +60,32 @@ def atomic_save(path: str | os.PathLike[str], save: Callable[[BinaryIO], None]) 
     """Call ``save(file)`` on a temporary file that then replaces ``path`` (e.g. ``torch.save``)."""
     with atomic_open(path) as f:
         save(f)
+
+
+class JsonLinesWriter:
+    """Accumulate JSON lines per file over a run; every batch rewrites the file atomically.
+
+    The first batch written to a path starts it afresh, so the file always holds whole lines of
+    the batches so far (``mango predict`` writes ``predictions.jsonl`` this way).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "p.jsonl"
+        >>> writer = JsonLinesWriter()
+        >>> writer.add(path, [{"id": 1}]), writer.add(path, [{"id": 2}])
+        (True, False)
+        >>> path.read_text().splitlines()
+        ['{"id": 1}', '{"id": 2}']
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[Path, list[str]] = {}
+
+    def add(self, path: str | os.PathLike[str], records: list[dict[str, Any]]) -> bool:
+        """Append ``records`` to ``path``; True when this was the first batch for that path."""
+        key = Path(path).resolve()
+        first = key not in self._lines
+        lines = self._lines.setdefault(key, [])
+        lines += [json.dumps(record) for record in records]
+        atomic_write_text(path, "".join(f"{line}\n" for line in lines))
+        return first

@@ -36,6 +36,7 @@ from mango.errors import ConfigError
 from mango.models.encoders.mobilenet import MobileNetV2, load_imagenet_mobilenet_v2
 from mango.models.encoders.text import TextTokenEncoder
 from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
+from mango.models.heads.mlp import MLPHead
 
 FUSIONS = ("mango", "concat", "late", "image", "text")
 #: the modalities each fusion mode uses, in token order
@@ -84,23 +85,6 @@ def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
         return tokens.mean(1)
     weights = mask.to(tokens.dtype).unsqueeze(-1)
     return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-
-
-class GenreHead(nn.Module):
-    """``LayerNorm -> Linear(in, hidden) -> GELU -> Dropout -> Linear(hidden, num_labels)``."""
-
-    def __init__(self, in_features: int, hidden: int, num_labels: int, dropout: float) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.LayerNorm(in_features),
-            nn.Linear(in_features, hidden),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_labels),
-        )
-
-    def forward(self, pooled: Tensor) -> Tensor:
-        return self.net(pooled)
 
 
 class GenreClassifier(nn.Module):
@@ -174,10 +158,10 @@ class GenreClassifier(nn.Module):
         )
         if fusion == "late":
             self.heads = nn.ModuleDict(
-                {m: GenreHead(dim, head_hidden, num_labels, dropout) for m in self.modalities}
+                {m: MLPHead(dim, head_hidden, num_labels, dropout) for m in self.modalities}
             )
         else:
-            self.head = GenreHead(dim * len(self.modalities), head_hidden, num_labels, dropout)
+            self.head = MLPHead(dim * len(self.modalities), head_hidden, num_labels, dropout)
 
     def _hold(self, name: str, encoder: nn.Module, trainable: bool) -> None:
         if trainable:

@@ -87,6 +87,7 @@ TASKS = {
     "sunrgbd": "mango.tasks.segmentation.task:SUNRGBDTask",
     "taskonomy": "mango.tasks.translation.task:TaskonomyTask",
     "mmimdb": "mango.tasks.classification.task:MMIMDbTask",
+    "tensors": "mango.tasks.tensors.task:TensorsTask",
 }
 
 

@@ -40,7 +40,13 @@ class MultiLabelF1(Metric):
     is_differentiable = False
     higher_is_better = True
 
-    def __init__(self, num_labels: int, label_names: Sequence[str], threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        num_labels: int,
+        label_names: Sequence[str],
+        threshold: float = 0.5,
+        per_label_key: str = "per_genre_f1",
+    ) -> None:
         super().__init__()
         if num_labels < 2:
             raise ValueError(f"multi-label F1 needs at least 2 labels, got {num_labels}")
@@ -51,6 +57,7 @@ class MultiLabelF1(Metric):
         self.num_labels = num_labels
         self.label_names = list(label_names)
         self.threshold = threshold
+        self.per_label_key = per_label_key
         self.add_state("probs", default=[], dist_reduce_fx="cat")
         self.add_state("targets", default=[], dist_reduce_fx="cat")
 
@@ -65,7 +72,7 @@ class MultiLabelF1(Metric):
         self.targets.append(targets.detach().round().to(torch.int64))
 
     def compute(self) -> dict[str, float | dict[str, float]]:
-        """``f1_micro``, ``f1_macro``, ``f1_weighted``, ``f1_samples`` and ``per_genre_f1``."""
+        """``f1_micro``, ``f1_macro``, ``f1_weighted``, ``f1_samples`` and the per-label F1s."""
         probs, targets = dim_zero_cat(self.probs), dim_zero_cat(self.targets)
         scores: dict[str, float | dict[str, float]] = {}
         for average in ("micro", "macro", "weighted"):
@@ -84,7 +91,7 @@ class MultiLabelF1(Metric):
         per_genre = multilabel_f1_score(
             probs, targets, num_labels=self.num_labels, threshold=self.threshold, average="none"
         )
-        scores["per_genre_f1"] = {
+        scores[self.per_label_key] = {
             name: 100.0 * float(v) for name, v in zip(self.label_names, per_genre, strict=True)
         }
         return scores

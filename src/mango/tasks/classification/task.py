@@ -16,7 +16,6 @@ Metric: F1 micro/macro/weighted/samples in percent at ``model.threshold``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +28,7 @@ from torch.utils.data import default_collate
 
 from mango.config import RunConfig, Section
 from mango.errors import ConfigError, DataError
-from mango.io import atomic_write_text
+from mango.io import JsonLinesWriter
 from mango.models.classification import ClassificationOutput, GenreClassifier
 from mango.tasks.base import Sample, Task, Transform
 from mango.tasks.check import CheckReport
@@ -111,7 +110,7 @@ class MMIMDbTask(Task):
     def __init__(self) -> None:
         self._pos_weight: Tensor | None = None
         self._weights_cfg: Any = None
-        self._predictions: dict[Path, list[str]] = {}
+        self._predictions = JsonLinesWriter()
 
     def build_model(self, cfg: Any) -> nn.Module:
         # The balanced loss weights are computed on the first loss call (training only).
@@ -217,21 +216,16 @@ class MMIMDbTask(Task):
         path = Path(out_dir) / PREDICTIONS_FILE
         probs = torch.sigmoid(outputs.logits.float()).cpu().numpy()
         labels = batch["labels"].cpu().numpy()
-        lines = []
-        for movie, p, y in zip(batch["id"], probs, labels, strict=True):
-            record = {
+        records = [
+            {
                 "id": movie,
                 "genres": [g for g, v in zip(GENRES, p, strict=True) if v > cfg.model.threshold],
                 "probabilities": {g: round(float(v), 5) for g, v in zip(GENRES, p, strict=True)},
                 "true_genres": [g for g, v in zip(GENRES, y, strict=True) if v > 0.5],
             }
-            lines.append(json.dumps(record))
-        key = path.resolve()
-        first = key not in self._predictions
-        written = self._predictions.setdefault(key, [])
-        written += lines
-        atomic_write_text(path, "".join(f"{line}\n" for line in written))
-        return [path] if first else []
+            for movie, p, y in zip(batch["id"], probs, labels, strict=True)
+        ]
+        return [path] if self._predictions.add(path, records) else []
 
     def check_data(self, root: Path) -> CheckReport:
         from mango.tasks.classification.check import check_mmimdb
