@@ -66,24 +66,33 @@ def _load(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise DataError(f"{path}: not an .npz archive (a single .npy array)")
-            arrays = {}
-            for key in archive.files:
-                try:
-                    arrays[key] = archive[key]
-                except ValueError as error:
-                    if "allow_pickle" in str(error):
-                        raise DataError(
-                            f"{path}: array {key!r} is an object array (ragged shapes or Python "
-                            "objects); store one numeric array per modality"
-                        ) from None
-                    raise DataError(f"{path}: array {key!r} cannot be read ({error})") from None
-    except DataError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        archive = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise DataError(
+                f"{path}: not a readable .npz archive (not a zip file; pickled data is never loaded)"
+            ) from None
         raise DataError(f"{path}: not a readable .npz archive ({type(error).__name__})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable .npz archive ({type(error).__name__})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: not an .npz archive (a single .npy array)")
+    arrays = {}
+    with archive:
+        for key in archive.files:
+            try:
+                arrays[key] = archive[key]
+            except ValueError as error:
+                if "allow_pickle" in str(error):
+                    raise DataError(
+                        f"{path}: array {key!r} is an object array (ragged shapes or Python "
+                        "objects); store one numeric array per modality"
+                    ) from None
+                raise DataError(f"{path}: array {key!r} cannot be read ({error})") from None
+            except (OSError, EOFError, zipfile.BadZipFile) as error:
+                raise DataError(
+                    f"{path}: array {key!r} cannot be read ({type(error).__name__})"
+                ) from None
     return arrays
 
 
