@@ -1,4 +1,4 @@
-"""The ``mango`` command line (DESIGN.md §5).
+"""The ``mango`` command line (``docs/cli.md``).
 
 Every command turns bad input into one line on stderr naming the file or field at fault and a
 non-zero exit code; ``mango --debug <command>`` shows the full traceback instead.

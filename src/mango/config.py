@@ -26,7 +26,7 @@ class Section(BaseModel):
 
 
 class FlowSettings(Section):
-    """The MANGO flow used for fusion (DESIGN.md §3)."""
+    """The MANGO flow used for fusion (docs/design.md)."""
 
     blocks: int = Field(
         12, ge=1, description="number of MANGO blocks (paper: 12; ablation 6/8/12/16)"

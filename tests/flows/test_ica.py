@@ -12,7 +12,7 @@ import mango.flows
 from mango.flows import InvertibleCrossAttention, partition_indices
 from mango.flows.block import MangoFlow
 
-PAPER_TABLE = {  # DESIGN.md §3, tokens a = 0..3, b = 4..7
+PAPER_TABLE = {  # docs/design.md, tokens a = 0..3, b = 4..7
     ("mmca", 1): ([0, 1, 2, 3], [4, 5, 6, 7]),
     ("mmca", 2): ([4, 5, 6, 7], [0, 1, 2, 3]),
     ("imca", 1): ([0, 2, 4, 6], [1, 3, 5, 7]),

@@ -53,13 +53,29 @@ class TokenEmbedding(nn.Module):
 
 
 class FlowFusion(nn.Module):
-    """MANGO fusion: concatenate the modalities' tokens, map them through a :class:`MangoFlow`.
+    """MANGO fusion: concatenate the modalities' tokens and map them through a :class:`MangoFlow`.
 
-    The latent ``z = f([t_1, ..., t_M])`` is split back per modality. In training the NLL is
-    computed on **detached** tokens by default (``detach_nll``, DESIGN.md §4): the encoders then
-    learn only from the task loss, since a trainable encoder could shrink its features and make
-    the density unbounded. One flow pass serves both terms (:meth:`MangoFlow.forward_detached_density`); the
-    task path keeps its gradient.
+    ``fusion(tokens)`` takes a list of ``M >= 2`` tensors ``(B, L_m, D)`` (the ``L_m`` given at
+    construction, each ``>= 2``; one channel width ``D`` for all) and returns a
+    :class:`FusionOutput`: the latent ``z = f([t_1, ..., t_M])`` split back per modality (the
+    input shapes), and ``bits_per_dim`` ``(B,)``, the flow's negative log-likelihood of the tokens
+    in bits per dimension (add ``λ ·`` its mean to the loss). ``fusion.inverse(fused)`` recovers
+    the input tokens exactly.
+
+    In training the NLL is computed on **detached** tokens by default (``detach_nll``,
+    ``docs/design.md``): the encoders then learn only from the task loss, since a trainable
+    encoder could shrink its features and make the density unbounded. One flow pass serves both
+    terms (:meth:`MangoFlow.forward_detached_density`); the task path keeps its gradient.
+
+    Example:
+        >>> fusion = FlowFusion(dim=8, tokens=[3, 5], blocks=2)
+        >>> tokens = [torch.randn(2, 3, 8), torch.randn(2, 5, 8)]
+        >>> out = fusion(tokens)
+        >>> [t.shape for t in out.tokens], out.bits_per_dim.shape
+        ([torch.Size([2, 3, 8]), torch.Size([2, 5, 8])], torch.Size([2]))
+        >>> back = fusion.inverse(out.tokens)
+        >>> all(torch.allclose(b, t, atol=1e-5) for b, t in zip(back, tokens))
+        True
     """
 
     def __init__(
@@ -87,6 +103,11 @@ class FlowFusion(nn.Module):
             return FusionOutput(fused)
         bits = self.flow.to_bits_per_dim(self.flow.latent_log_prob(z_density, logdet))
         return FusionOutput(fused, bits)
+
+    def inverse(self, fused: Sequence[Tensor]) -> list[Tensor]:
+        """The input tokens of ``fused`` (per modality), by the flow's exact inverse."""
+        x, _ = self.flow.inverse(torch.cat(list(fused), dim=1))
+        return list(x.split(self.tokens, dim=1))
 
 
 class IdentityFusion(nn.Module):

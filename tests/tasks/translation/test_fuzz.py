@@ -1,7 +1,7 @@
 """Fuzzing the Taskonomy reader and `data check` with random corruptions.
 
 Property: reading every sample of both splits either gives well-typed samples (with the values
-the files hold, decoded by the formulas of DATA.md) or raises a one-line DataError that names the
+the files hold, decoded by the formulas of docs/data.md) or raises a one-line DataError that names the
 broken file under the data root; ``check_taskonomy`` never raises and agrees with the reader (ok
 exactly when every sample reads).
 """
@@ -26,7 +26,7 @@ from mango.tasks.translation.readers import TaskonomyPairs
 #: two 8-bit domains (colour, grey) and two 16-bit ones (log depth, linear edges); target last
 DOMAINS = ("rgb", "reshading", "depth_zbuffer", "edge_texture")
 SIZE = 12
-#: stored value -> decoded value in [0, 1], as DATA.md states (independent of the reader)
+#: stored value -> decoded value in [0, 1], as docs/data.md states (independent of the reader)
 DECODE = {
     "rgb": lambda raw: raw / 255.0,
     "reshading": lambda raw: raw / 255.0,

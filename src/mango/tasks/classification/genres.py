@@ -1,4 +1,4 @@
-"""MM-IMDb label set and published split sizes (Arevalo et al. 2017, see ``DATA.md``).
+"""MM-IMDb label set and published split sizes (Arevalo et al. 2017, see ``docs/data.md``).
 
 Example:
     >>> len(GENRES), GENRES[:3], GENRES[-1]

@@ -39,7 +39,7 @@ PREDICTIONS_FILE = "predictions.jsonl"
 
 
 class MMIMDbData(Section):
-    """An MM-IMDb folder in either release format (DATA.md)."""
+    """An MM-IMDb folder in either release format (docs/data.md)."""
 
     root: str | None = Field(None, description="dataset folder (or pass --data)")
     image_size: int = Field(224, ge=1, description="posters are resized to image_size x image_size")

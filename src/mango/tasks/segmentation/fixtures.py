@@ -1,4 +1,4 @@
-"""Tiny NYUDv2 and SUN RGB-D datasets written in exactly the on-disk layouts of ``DATA.md``.
+"""Tiny NYUDv2 and SUN RGB-D datasets written in exactly the on-disk layouts of ``docs/data.md``.
 
 Used by the tests (readers, checks, command line) instead of the real datasets, which cannot be
 downloaded on the build machines. Each scene is a wall above a floor with a few elliptic

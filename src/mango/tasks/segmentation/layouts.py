@@ -1,7 +1,7 @@
 """On-disk layouts of the RGB-D segmentation datasets (NYUDv2, SUN RGB-D).
 
 A :class:`SegmentationLayout` holds everything that differs between the two layouts described in
-``DATA.md``: list files per split, column order, folder names, published split sizes, the label
+``docs/data.md``: list files per split, column order, folder names, published split sizes, the label
 shift and the depth normalisation. Readers, checks and fixtures read these fields; nothing about
 a dataset is hard-coded elsewhere.
 

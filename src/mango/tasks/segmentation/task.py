@@ -218,7 +218,7 @@ class _Named(torch.utils.data.Dataset):
 
 
 class RGBDData(Section):
-    """An RGB-D segmentation dataset on disk (layouts in DATA.md)."""
+    """An RGB-D segmentation dataset on disk (layouts in docs/data.md)."""
 
     root: str | None = Field(None, description="dataset folder (or pass --data)")
     crop_size: tuple[int, int] = Field(

@@ -1,4 +1,4 @@
-"""A tiny Taskonomy translation folder written in exactly the layout and encodings of ``DATA.md``.
+"""A tiny Taskonomy translation folder written in exactly the layout and encodings of ``docs/data.md``.
 
 Every sample is one random scene (a back wall, a floor and a few boxes at other depths, seen by
 a pinhole camera) from which all domains are derived, so they are pixel-aligned and each is a

@@ -1,4 +1,4 @@
-"""Reader for the Taskonomy translation subset (TokenFusion / CEN layout, see ``DATA.md``).
+"""Reader for the Taskonomy translation subset (TokenFusion / CEN layout, see ``docs/data.md``).
 
 Layout::
 

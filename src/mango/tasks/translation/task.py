@@ -55,7 +55,7 @@ def _conflict(message: str) -> PydanticCustomError:
 
 
 class TaskonomyData(Section):
-    """A Taskonomy translation folder (DATA.md) and the domains translated."""
+    """A Taskonomy translation folder (docs/data.md) and the domains translated."""
 
     root: str | None = Field(None, description="dataset folder (or pass --data)")
     pair: Literal[tuple(PAIRS)] | None = Field(  # type: ignore[valid-type]
