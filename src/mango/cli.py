@@ -49,6 +49,30 @@ SetOpt = typer.Option(
 )
 
 
+MissingOpt = typer.Option(
+    None, "--missing", help="Absent modalities, MOD[,MOD] (e.g. depth, or image,text)."
+)
+MissingRateOpt = typer.Option(
+    None,
+    "--missing-rate",
+    help="Absent for a seeded fraction R of samples (split evenly between the --missing "
+    "modalities, the rest complete); default: every sample.",
+)
+FillOpt = typer.Option(
+    None, "--fill", help="zero (default: the absent input is zeroed) or impute (by the flow)."
+)
+MissingTableOpt = typer.Option(
+    None,
+    "--missing-table",
+    help="Per-sample table file (one line per sample: absent modalities or '-'), e.g. a "
+    "shipped protocol table; replaces --missing-rate.",
+)
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
 def _progress() -> bool:
     return sys.stderr.isatty() or bool(os.environ.get("MANGO_PROGRESS"))
 
@@ -113,16 +137,25 @@ def evaluate(
         "--ablate",
         help="'attention': every flow's cross-modal attention switched off (the rest unchanged).",
     ),
+    missing: str = MissingOpt,
+    missing_rate: float = MissingRateOpt,
+    fill: str = FillOpt,
+    missing_table: Path = MissingTableOpt,
     overrides: list[str] = SetOpt,
 ) -> None:
     """Evaluate a checkpoint; prints and (with --out) writes the metrics as JSON.
 
     Models with a flow also report its health: attention_effect (mean ||Y2 - X2|| / ||X2|| over
     ICA layers) and round_trip_error (float32 ||f^-1(f(x)) - x|| / ||x||) on the evaluated tokens.
+    With --missing, the setting is recorded and --fill impute adds its cost and likelihoods.
     """
+    from mango.train.missing import MissingSetting
     from mango.train.run import evaluate as run_eval
 
-    results = run_eval(checkpoint, data, split, out, overrides, progress=_progress(), ablate=ablate)
+    absent = MissingSetting.parse(missing, missing_rate, fill, table=_text(missing_table))
+    results = run_eval(
+        checkpoint, data, split, out, overrides, _progress(), ablate=ablate, missing=absent
+    )
     typer.echo(json.dumps(results, indent=2))
 
 
@@ -134,12 +167,20 @@ def predict(
     data: Path = DataOpt,
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the prediction images."),
     split: str = typer.Option("test", "--split", help="Split to predict."),
+    missing: str = MissingOpt,
+    missing_rate: float = MissingRateOpt,
+    fill: str = FillOpt,
+    missing_table: Path = MissingTableOpt,
     overrides: list[str] = SetOpt,
 ) -> None:
     """Write colour-coded predictions (or image grids) for every sample of a split."""
+    from mango.train.missing import MissingSetting
     from mango.train.run import predict as run_predict
 
-    written = run_predict(checkpoint, data, out, split, overrides, progress=_progress())
+    absent = MissingSetting.parse(missing, missing_rate, fill, table=_text(missing_table))
+    written = run_predict(
+        checkpoint, data, out, split, overrides, progress=_progress(), missing=absent
+    )
     typer.echo(f"wrote {len(written)} files to {out}")
 
 

@@ -25,6 +25,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class DataSection(Section):
+    """Fields every task's ``data`` section has (tasks add their own)."""
+
+    modality_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="training: one modality of a sample is absent with this probability",
+    )
+
+
 class FlowSettings(Section):
     """The MANGO flow used for fusion (docs/design.md)."""
 
@@ -93,7 +104,7 @@ class RunConfig(Section):
     """A full run configuration; tasks subclass it with their own ``data`` and ``model`` sections."""
 
     task: str
-    data: Section
+    data: DataSection
     model: Section
     flow: FlowSettings = Field(default_factory=FlowSettings)
     loss: LossSettings = Field(default_factory=LossSettings)

@@ -37,6 +37,7 @@ from mango.models.encoders.mobilenet import MobileNetV2, load_imagenet_mobilenet
 from mango.models.encoders.text import TextTokenEncoder
 from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
 from mango.models.heads.mlp import MLPHead
+from mango.models.missing import empty_absent, presence, zero_absent
 
 FUSIONS = ("mango", "concat", "late", "image", "text")
 #: the modalities each fusion mode uses, in token order
@@ -190,25 +191,36 @@ class GenreClassifier(nn.Module):
         backbone = {id(p) for p in self.backbone_parameters()}
         return [p for p in self.parameters() if id(p) not in backbone]
 
-    def _features(self, name: str, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor | None]:
-        """Encoder output of one modality and its token mask (``None``: all tokens are real)."""
+    def _features(
+        self, name: str, batch: Mapping[str, Any], present: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Encoder output of one modality and its token mask (``None``: all tokens are real).
+
+        Absent samples (``present[b] = False``) get a zero poster or an empty plot."""
         encoder = self.encoder(name)
         trainable = name in self.encoders
         if name == "image":
             with torch.set_grad_enabled(trainable and torch.is_grad_enabled()):
-                return encoder(batch["image"]), None
+                return encoder(zero_absent(batch["image"], present)), None
         texts = batch["text"]
         if isinstance(texts, str) or not isinstance(texts, Sequence):
             raise ValueError(f"batch['text'] must be a list of strings, got {type(texts).__name__}")
+        texts = empty_absent(texts, present)
         device = next(encoder.parameters()).device
         ids = {k: v.to(device) for k, v in encoder.tokenize(list(texts)).items()}
         hidden, mask = encoder(**ids)
         return hidden, mask
 
     def forward(self, batch: Mapping[str, Any]) -> ClassificationOutput:
-        features = [self._features(m, batch) for m in self.modalities]
+        size = len(batch["text"]) if "text" in self.modalities else len(batch["image"])
+        device = next(iter(self.embed.values())).proj.weight.device
+        present = presence(batch, self.modalities, size, device)
+        features = [
+            self._features(m, batch, None if present is None else present[:, i])
+            for i, m in enumerate(self.modalities)
+        ]
         tokens = [self.embed[m](f) for m, (f, _) in zip(self.modalities, features, strict=True)]
-        fused = self.fusion(tokens)
+        fused = self.fusion(tokens, present=present)
         pooled = [masked_mean(t, mask) for t, (_, mask) in zip(fused.tokens, features, strict=True)]
         if self.fusion_mode == "late":
             logits = torch.stack(

@@ -8,6 +8,7 @@ MANGO model and its baselines share encoders and heads exactly.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mango.flows import MangoFlow
+from mango.flows.impute import complete
 
 
 @dataclass
@@ -24,6 +26,27 @@ class FusionOutput:
 
     tokens: list[Tensor]
     bits_per_dim: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ImputationSettings:
+    """How :meth:`FlowFusion.impute` completes absent tokens (chosen by measurement, docs/missing.md)."""
+
+    steps: int = 20
+    lr: float = 0.05
+    start: str = "zero"  # "zero": the zero-filled input's tokens; "prior": the flow's mode f⁻¹(0)
+
+
+@dataclass
+class ImputationRecord:
+    """One imputation call: samples, seconds, and per-sample joint log-densities (nats)."""
+
+    samples: int
+    seconds: float
+    log_prob: Tensor  # (n,) log p(x_o, x̂_m) after completion
+    start_log_prob: Tensor  # (n,) log p(x_o, start)
+    missing_dims: Tensor  # (n,) number of completed entries L_m · D per sample
+    dims: int  # L · D of the whole token set
 
 
 class TokenEmbedding(nn.Module):
@@ -86,8 +109,21 @@ class FlowFusion(nn.Module):
         self.tokens = tuple(tokens)
         self.detach_nll = detach_nll
         self.flow = MangoFlow(dim, self.tokens, **flow_options)
+        self.fill = "zero"
+        self.imputation = ImputationSettings()
+        self.records: list[ImputationRecord] = []
 
-    def forward(self, tokens: Sequence[Tensor], with_nll: bool = True) -> FusionOutput:
+    def forward(
+        self, tokens: Sequence[Tensor], with_nll: bool = True, present: Tensor | None = None
+    ) -> FusionOutput:
+        """Fuse ``tokens``; ``present`` ``(B, M)`` marks which modalities each sample has.
+
+        With ``fill = "impute"`` (see :func:`mango.models.missing.filling`) the tokens of absent
+        modalities are replaced by the flow's most likely completion given the present ones
+        (:meth:`impute`); otherwise they are used as given (the zero rule of the caller).
+        """
+        if present is not None and self.fill == "impute" and not bool(present.all()):
+            tokens = self.impute(tokens, present)
         x = torch.cat(list(tokens), dim=1)
         if with_nll and self.training and self.detach_nll and x.requires_grad:
             if torch.compiler.is_compiling():  # the one-pass autograd.Function does not trace
@@ -109,9 +145,49 @@ class FlowFusion(nn.Module):
         x, _ = self.flow.inverse(torch.cat(list(fused), dim=1))
         return list(x.split(self.tokens, dim=1))
 
+    def impute(self, tokens: Sequence[Tensor], present: Tensor) -> list[Tensor]:
+        """Replace the absent modalities' tokens by the flow's most likely completion.
+
+        Samples with every modality present are untouched. The completion holds the present
+        tokens fixed and maximises ``log p`` over the absent ones by gradient ascent
+        (:func:`mango.flows.impute.complete`, ``imputation.steps`` Adam steps of size
+        ``imputation.lr``) from the given tokens (``imputation.start = "zero"``: those of the
+        zero-filled input) or from the flow's mode ``f⁻¹(0)`` (``"prior"``). Each call adds
+        an :class:`ImputationRecord` to ``records``.
+        """
+        x = torch.cat(list(tokens), dim=1)
+        rows = (~present).any(1).nonzero().squeeze(1)
+        absent = (~present[rows]).repeat_interleave(torch.tensor(self.tokens, device=x.device), 1)
+        settings = self.imputation
+        start = None
+        if settings.start == "prior":
+            mode = torch.zeros(1, *x.shape[1:], device=x.device, dtype=x.dtype)
+            start = self.flow.inverse(mode)[0]
+        began = time.perf_counter()
+        result = complete(self.flow, x[rows], absent, settings.steps, settings.lr, start)
+        seconds = time.perf_counter() - began
+        self.records.append(
+            ImputationRecord(
+                len(rows),
+                seconds,
+                result.log_prob.detach().cpu(),
+                result.start_log_prob.detach().cpu(),
+                absent.sum(1).cpu() * x.shape[-1],
+                x.shape[1] * x.shape[-1],
+            )
+        )
+        x = x.index_copy(0, rows, result.tokens.to(x.dtype))
+        return list(x.split(self.tokens, dim=1))
+
 
 class IdentityFusion(nn.Module):
-    """Baseline without a flow: the tokens are passed on unchanged (concatenation or single modality)."""
+    """Baseline without a flow: the tokens are passed on unchanged (concatenation or single modality).
 
-    def forward(self, tokens: Sequence[Tensor], with_nll: bool = True) -> FusionOutput:
+    ``present`` is accepted for the interface of :class:`FlowFusion` and ignored: absent
+    modalities keep the tokens of their zero-filled input.
+    """
+
+    def forward(
+        self, tokens: Sequence[Tensor], with_nll: bool = True, present: Tensor | None = None
+    ) -> FusionOutput:
         return FusionOutput(list(tokens))

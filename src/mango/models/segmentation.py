@@ -14,6 +14,7 @@ from mango.errors import ConfigError
 from mango.models.encoders.pyramid import build_pyramid_encoder
 from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
 from mango.models.heads.segformer import SegFormerHead
+from mango.models.missing import presence, zero_absent
 
 FUSIONS = ("mango", "concat", "single")
 
@@ -58,11 +59,14 @@ class StageFusion(nn.Module):
             self.fusion = IdentityFusion()
             self.out = nn.Identity()
 
-    def forward(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, features: Sequence[Tensor], present: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Fused map and bits/dim; ``present`` ``(B, M)`` lets the flow impute absent tokens."""
         if self.mode != "mango":
             return self.out(torch.cat(list(features), dim=1)), None
         tokens = [embed(f) for embed, f in zip(self.embed, features, strict=True)]
-        fused = self.fusion(tokens)
+        fused = self.fusion(tokens, present=present)
         b, (h, w) = features[0].shape[0], self.grid
         maps = [t.transpose(1, 2).reshape(b, -1, h, w) for t in fused.tokens]
         return self.out(torch.cat(maps, dim=1)), fused.bits_per_dim
@@ -76,6 +80,10 @@ class SegmentationFusionModel(nn.Module):
     by concatenation + 1x1 conv. A SegFormer all-MLP decoder maps the fused pyramid to logits,
     upsampled to the input size. The flow is built for ``image_size``: inputs must have that size
     (use sliding windows for larger images). ``single`` uses only the first modality.
+
+    Absent modalities (``inputs["present"]``, :mod:`mango.models.missing`): their input is
+    zeroed for the absent samples (the zero rule, used by every stage); at the flow-fused stages
+    the flow may impute their tokens instead (``filling(model, "impute")``).
     """
 
     def __init__(
@@ -150,10 +158,15 @@ class SegmentationFusionModel(nn.Module):
             raise ValueError(
                 f"input size {tuple(size)} differs from the model's image_size {self.image_size}"
             )
-        pyramids = [self.encoders[m](inputs[m]) for m in self.modalities]
+        first = inputs[self.modalities[0]]
+        present = presence(inputs, self.modalities, first.shape[0], first.device)
+        pyramids = [
+            self.encoders[m](zero_absent(inputs[m], None if present is None else present[:, i]))
+            for i, m in enumerate(self.modalities)
+        ]
         fused, bits = [], []
         for s, stage in enumerate(self.stages):
-            feature, b = stage([pyramid[s] for pyramid in pyramids])
+            feature, b = stage([pyramid[s] for pyramid in pyramids], present)
             fused.append(feature)
             if b is not None:
                 bits.append(b)

@@ -32,6 +32,7 @@ from mango.errors import ConfigError
 from mango.models.classification import ClassificationOutput
 from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
 from mango.models.heads.mlp import MLPHead
+from mango.models.missing import presence, zero_absent
 
 FUSIONS = ("mango", "concat", "late", "single")
 
@@ -193,20 +194,26 @@ class TensorClassifier(nn.Module):
         """Every parameter (embeddings, flow, heads)."""
         return list(self.parameters())
 
-    def tokens(self, inputs: Mapping[str, Tensor]) -> list[Tensor]:
-        """Standardised, tokenised and embedded tokens ``(B, L_m, D)`` per modality."""
+    def tokens(self, inputs: Mapping[str, Tensor], present: Tensor | None = None) -> list[Tensor]:
+        """Standardised, tokenised and embedded tokens ``(B, L_m, D)`` per modality.
+
+        Absent samples (``present[b, m] = False``) get zero standardised features."""
         result = []
-        for m in self.modalities:
+        for i, m in enumerate(self.modalities):
             if m not in inputs:
                 raise ValueError(f"batch['inputs'] has no modality {m!r}")
             x = self.standardize[m](inputs[m].float())
+            x = zero_absent(x, None if present is None else present[:, i])
             if m in self.tokenize:
                 x = self.tokenize[m](x)
             result.append(self.embed[m](x))
         return result
 
     def forward(self, batch: Mapping[str, Any]) -> ClassificationOutput:
-        fused = self.fusion(self.tokens(batch["inputs"]))
+        inputs = batch["inputs"]
+        first = inputs[self.modalities[0]]
+        present = presence(batch, self.modalities, first.shape[0], first.device)
+        fused = self.fusion(self.tokens(inputs, present), present=present)
         pooled = [t.mean(1) for t in fused.tokens]
         if self.fusion_mode == "late":
             logits = torch.stack(

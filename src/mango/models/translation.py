@@ -45,6 +45,7 @@ from mango.errors import ConfigError
 from mango.models.discriminator import PatchGANDiscriminator
 from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
 from mango.models.heads.image_decoder import ImageDecoder
+from mango.models.missing import presence, zero_absent
 
 FUSIONS = ("mango", "concat", "single")
 
@@ -182,8 +183,15 @@ class TranslationModel(nn.Module):
         return [p for p in self.parameters() if id(p) not in backbone]
 
     def forward(self, batch: Mapping[str, Any]) -> TranslationOutput:
-        tokens = [self.embed[m](self.encoders[m](batch[m])) for m in self.modalities]
-        fused = self.fusion(tokens)
+        first = batch[self.modalities[0]]
+        present = presence(batch, self.modalities, first.shape[0], first.device)
+        tokens = [
+            self.embed[m](
+                self.encoders[m](zero_absent(batch[m], None if present is None else present[:, i]))
+            )
+            for i, m in enumerate(self.modalities)
+        ]
+        fused = self.fusion(tokens, present=present)
         grid = torch.cat(fused.tokens, dim=-1)  # (B, s², M·D): concatenation per position
         grid = grid.transpose(1, 2).reshape(grid.shape[0], -1, self.side, self.side)
         image = self.decoder(self.mix(grid))

@@ -9,6 +9,7 @@ run would have seen, on every rank.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -17,8 +18,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mango.config import RunConfig
-from mango.errors import DataError
+from mango.errors import ConfigError, DataError
 from mango.tasks.base import Sample, Task, Transform
+from mango.train.missing import ModalityDropout
 
 
 def _mix(*values: int) -> int:
@@ -104,10 +106,20 @@ class TransformedDataset(Dataset[Sample]):
 
 
 def eval_loader(
-    task: Task, cfg: RunConfig, split: str, rank: int = 0, world_size: int = 1
+    task: Task,
+    cfg: RunConfig,
+    split: str,
+    rank: int = 0,
+    world_size: int = 1,
+    wrap: Callable[[Dataset[Sample]], Dataset[Sample]] | None = None,
 ) -> DataLoader[Any]:
-    """A deterministic loader over ``split`` (sharded by rank)."""
-    dataset = TransformedDataset(task.dataset(cfg, split), task.transform(cfg, train=False))
+    """A deterministic loader over ``split`` (sharded by rank); ``wrap`` may wrap the dataset
+    (e.g. :func:`mango.train.missing.with_missing`)."""
+    dataset: Dataset[Sample] = TransformedDataset(
+        task.dataset(cfg, split), task.transform(cfg, train=False)
+    )
+    if wrap is not None:
+        dataset = wrap(dataset)
     return DataLoader(
         dataset,
         batch_size=cfg.trainer.eval_batch_size or cfg.trainer.batch_size,
@@ -119,9 +131,10 @@ def eval_loader(
 class MangoDataModule(pl.LightningDataModule):
     """Training and validation loaders of a task, sharded by the trainer's rank."""
 
-    def __init__(self, task: Task, cfg: RunConfig) -> None:
+    def __init__(self, task: Task, cfg: RunConfig, modalities: Sequence[str] = ()) -> None:
+        """``modalities``: the model's, among which ``data.modality_dropout`` drops one."""
         super().__init__()
-        self.task, self.cfg = task, cfg
+        self.task, self.cfg, self.modalities = task, cfg, list(modalities)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -129,9 +142,16 @@ class MangoDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[Any]:
         cfg, (rank, world) = self.cfg, self._rank_world()
-        dataset = TransformedDataset(
-            self.task.dataset(cfg, "train"), self.task.transform(cfg, train=True)
-        )
+        transform = self.task.transform(cfg, train=True)
+        dropout = cfg.data.modality_dropout
+        if dropout > 0:
+            if len(self.modalities) < 2:
+                raise ConfigError(
+                    f"data.modality_dropout: the model uses {len(self.modalities)} modality; "
+                    "dropping one needs 2+"
+                )
+            transform = ModalityDropout(transform, self.modalities, dropout)
+        dataset = TransformedDataset(self.task.dataset(cfg, "train"), transform)
         sampler = SeededSampler(
             len(dataset),
             cfg.trainer.steps_per_checkpoint * cfg.trainer.batch_size,

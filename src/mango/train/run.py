@@ -23,6 +23,7 @@ from mango.config import RunConfig, apply_overrides, dump_yaml, read_yaml, valid
 from mango.errors import CheckpointError, ConfigError, Interrupted, MangoError
 from mango.flows import attention_disabled
 from mango.io import atomic_write_json, atomic_write_text
+from mango.models.missing import filling, flow_fusions
 from mango.tasks.base import Task, get_task
 from mango.train.checkpoint import (
     AtomicCheckpointIO,
@@ -32,6 +33,7 @@ from mango.train.checkpoint import (
 )
 from mango.train.data import MangoDataModule, eval_loader
 from mango.train.health import FlowHealthMonitor
+from mango.train.missing import MissingSetting, with_missing
 from mango.train.module import MangoModule
 
 log = logging.getLogger(__name__)
@@ -197,7 +199,7 @@ def train(
     try:
         trainer.fit(  # our own checkpoint, already validated by read_checkpoint: not weights-only
             module,
-            datamodule=MangoDataModule(task, cfg),
+            datamodule=MangoDataModule(task, cfg, getattr(module.model, "modalities", ())),
             ckpt_path=checkpoint if resume else None,
             weights_only=False,
         )
@@ -267,26 +269,30 @@ def evaluate(
     overrides: Sequence[str] = (),
     progress: bool = True,
     ablate: str | None = None,
+    missing: MissingSetting | None = None,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on ``split``; written to ``out`` as JSON when given.
 
     Models with a flow add its health (:class:`~mango.train.health.FlowHealthMonitor`).
     ``ablate="attention"`` evaluates with every flow's cross-token attention switched off.
+    ``missing`` makes modalities absent (zero-filled, or imputed by the flow); the setting and,
+    for imputation, its cost and likelihoods are added to the results.
     """
     if ablate not in (None, *ABLATIONS):
         raise ConfigError(f"--ablate: expected one of {', '.join(ABLATIONS)}, got {ablate!r}")
     task, cfg, model = load_trained(checkpoint, data_dir, overrides)
+    wrap = _missing_wrap(model, missing, checkpoint)
     device = _device()
     model.to(device)
     cfg = task.prepare_eval(model, cfg)
     metric = task.metric(cfg).to(device)
     bits: list[torch.Tensor] = []
-    loader = eval_loader(task, cfg, split)
+    loader = eval_loader(task, cfg, split, wrap=wrap)
     health = FlowHealthMonitor(model)
     if ablate and not health:
         raise ConfigError(f"--ablate {ablate}: {checkpoint} holds a model without a flow")
     switched_off = attention_disabled(model) if ablate == "attention" else nullcontext()
-    with health, switched_off:
+    with health, switched_off, filling(model, missing.fill if missing else "zero") as imputed:
         for batch in tqdm(loader, desc=f"eval {split}", disable=not progress, leave=False):
             batch = _to_device(batch, device)
             outputs = task.predict(model, batch, cfg)
@@ -299,6 +305,9 @@ def evaluate(
     results.update(health.summary())
     if ablate:
         results["ablate"] = ablate
+    if missing is not None:
+        results.update(missing.describe())
+        results.update(imputed.as_dict())
     results.update(task.eval_settings(cfg))
     results["split"] = split
     results["checkpoint"] = str(checkpoint)
@@ -316,13 +325,16 @@ def predict(
     split: str = "test",
     overrides: Sequence[str] = (),
     progress: bool = True,
+    missing: MissingSetting | None = None,
 ) -> list[Path]:
     """Write the task's prediction files for every sample of ``split`` into ``out_dir``.
 
     Files are written into a staging folder beside ``out_dir`` and moved in only after every
     sample succeeded: a run that fails on a bad sample leaves ``out_dir`` as it was.
+    ``missing`` makes modalities absent, as in :func:`evaluate`.
     """
     task, cfg, model = load_trained(checkpoint, data_dir, overrides)
+    wrap = _missing_wrap(model, missing, checkpoint)
     device = _device()
     model.to(device)
     out_dir = Path(out_dir)
@@ -330,11 +342,12 @@ def predict(
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
         staged: list[Path] = []
-        for batch in tqdm(
-            eval_loader(task, cfg, split), desc="predict", disable=not progress, leave=False
-        ):
-            batch = _to_device(batch, device)
-            staged += task.write_predictions(cfg, task.predict(model, batch, cfg), batch, staging)
+        loader = eval_loader(task, cfg, split, wrap=wrap)
+        with filling(model, missing.fill if missing else "zero"):
+            for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+                batch = _to_device(batch, device)
+                outputs = task.predict(model, batch, cfg)
+                staged += task.write_predictions(cfg, outputs, batch, staging)
         for path in sorted(p for p in staging.rglob("*") if p.is_file()):
             final = out_dir / path.relative_to(staging)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -342,6 +355,19 @@ def predict(
         return [out_dir / p.relative_to(staging) for p in staged]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _missing_wrap(
+    model: torch.nn.Module, missing: MissingSetting | None, checkpoint: str | Path
+) -> Any:
+    """The eval-dataset wrapper that makes ``missing``'s modalities absent (``None``: none)."""
+    if missing is None:
+        return None
+    modalities = list(getattr(model, "modalities", ()))
+    missing.check(modalities)
+    if missing.fill == "impute" and not flow_fusions(model):
+        raise ConfigError(f"--fill impute: {checkpoint} holds a model without a flow")
+    return lambda dataset: with_missing(dataset, missing, modalities)
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
-from mango.config import RunConfig, Section
+from mango.config import DataSection, RunConfig, Section
 from mango.errors import ConfigError, DataError
 from mango.io import JsonLinesWriter
 from mango.models.classification import ClassificationOutput, GenreClassifier
@@ -38,7 +38,7 @@ from mango.tasks.classification.genres import GENRES
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
-class MMIMDbData(Section):
+class MMIMDbData(DataSection):
     """An MM-IMDb folder in either release format (docs/data.md)."""
 
     root: str | None = Field(None, description="dataset folder (or pass --data)")

@@ -12,7 +12,7 @@ from PIL import Image
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from mango.config import RunConfig, Section
+from mango.config import DataSection, RunConfig, Section
 from mango.errors import ConfigError
 from mango.io import atomic_save
 from mango.models.segmentation import SegmentationFusionModel, SegmentationOutput
@@ -122,7 +122,7 @@ class _SegmentationTask(Task):
 # --------------------------------------------------------------------------- synthetic
 
 
-class SyntheticData(Section):
+class SyntheticData(DataSection):
     """Built-in procedurally generated RGB-D scenes (no files; ``root`` is ignored)."""
 
     root: str | None = None
@@ -217,7 +217,7 @@ class _Named(torch.utils.data.Dataset):
 # --------------------------------------------------------------------------- NYUDv2 / SUN RGB-D
 
 
-class RGBDData(Section):
+class RGBDData(DataSection):
     """An RGB-D segmentation dataset on disk (layouts in docs/data.md)."""
 
     root: str | None = Field(None, description="dataset folder (or pass --data)")
@@ -364,6 +364,8 @@ def sliding_window_logits(
             window = {
                 m: t[..., top : top + crop[0], left : left + crop[1]] for m, t in padded.items()
             }
+            if "present" in inputs:
+                window["present"] = inputs["present"]
             out = model(window)
             if logits is None:
                 logits = out.logits.new_zeros(out.logits.shape[:2] + (full_h, full_w))

@@ -28,7 +28,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from mango.config import RunConfig, Section
+from mango.config import DataSection, RunConfig, Section
 from mango.errors import ConfigError, DataError
 from mango.io import JsonLinesWriter
 from mango.models.classification import ClassificationOutput
@@ -48,7 +48,7 @@ from mango.tasks.tensors.readers import (
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
-class TensorsData(Section):
+class TensorsData(DataSection):
     """A folder of ``train.npz``, ``test.npz`` and optionally ``val.npz``."""
 
     root: str | None = Field(None, description="dataset folder (or pass --data)")

@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 from torch import Tensor, nn
 
-from mango.config import LossSettings, RunConfig, Section
+from mango.config import DataSection, LossSettings, RunConfig, Section
 from mango.errors import ConfigError
 from mango.io import atomic_save
 from mango.models.translation import TranslationModel, TranslationOutput
@@ -54,7 +54,7 @@ def _conflict(message: str) -> PydanticCustomError:
     return PydanticCustomError("taskonomy_data", message)
 
 
-class TaskonomyData(Section):
+class TaskonomyData(DataSection):
     """A Taskonomy translation folder (docs/data.md) and the domains translated."""
 
     root: str | None = Field(None, description="dataset folder (or pass --data)")
