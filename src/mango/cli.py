@@ -278,6 +278,19 @@ def bench(
     run_bench(out, quick=quick, compile=compile)
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Usage-error classes: click's, plus the copy of click that recent typer versions vendor."""
+    try:
+        from typer._click.exceptions import ClickException as Vendored
+    except ImportError:
+        return (click.ClickException,)
+    return (click.ClickException, Vendored)
+
+
+#: a bad or missing option: click's message and exit code 2, no traceback
+USAGE_ERRORS = _usage_errors()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code (errors print one line unless ``--debug``)."""
     args = sys.argv[1:] if argv is None else argv
@@ -287,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         code = command.main(args=args, prog_name="mango", standalone_mode=False)
     except click.exceptions.Exit as done:
         return done.exit_code
-    except click.ClickException as usage:
+    except USAGE_ERRORS as usage:
         usage.show()
         return usage.exit_code
     except click.exceptions.Abort:
