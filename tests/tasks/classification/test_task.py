@@ -306,3 +306,16 @@ def test_dev_tuned_threshold_is_chosen_on_dev_and_recorded(tmp_path: Path, hdf5_
     plain = tmp_path / "plain.json"
     assert main(["eval", "--checkpoint", checkpoint, "--out", str(plain)]) == 0
     assert json.loads(plain.read_text())["threshold"] == 0.5
+
+
+@pytest.mark.parametrize(("missing", "fill"), [("text", "impute"), ("image", "zero")])
+def test_eval_with_poster_or_plot_absent(
+    run: Path, tmp_path: Path, missing: str, fill: str
+) -> None:
+    out = tmp_path / "m.json"
+    flags = ["--missing", missing, "--missing-rate", "0.5", "--fill", fill, "--out", str(out)]
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), *flags]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["missing"] == [missing] and metrics["missing_rate"] == 0.5
+    assert 0.0 <= metrics["f1_macro"] <= 100.0
+    assert metrics.get("impute_samples", 0) == (2 if fill == "impute" else 0)

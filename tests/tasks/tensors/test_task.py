@@ -196,3 +196,14 @@ def test_broken_test_file_keeps_earlier_outputs(
     checkpoint = run / "checkpoints" / "last.ckpt"
     failing.eval_keeps_old_metrics(checkpoint, root, victim)
     failing.predict_writes_nothing(checkpoint, root, victim)
+
+
+@pytest.mark.parametrize("fill", ["zero", "impute"])
+def test_eval_and_predict_with_a_modality_absent(run: Path, tmp_path: Path, fill: str) -> None:
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    flags = ["--missing", "b", "--missing-rate", "0.25", "--fill", fill]
+    metrics = _eval(Path(checkpoint), tmp_path / "m.json", *flags)
+    assert metrics["missing"] == ["b"] and metrics["fill"] == fill
+    assert metrics.get("impute_samples", 0) == (8 if fill == "impute" else 0)
+    assert main(["predict", "--checkpoint", checkpoint, "--out", str(tmp_path / "p"), *flags]) == 0
+    assert len((tmp_path / "p" / PREDICTIONS_FILE).read_text().splitlines()) == 32

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,3 +258,14 @@ def test_gan_losses_reach_only_their_own_player() -> None:
     assert all(g is None for g in grads[len(d_params) :])
     # at init D outputs logits near 0: both BCE terms near log 2
     assert float(discriminator_loss.detach()) == pytest.approx(np.log(2), abs=0.3)
+
+
+@pytest.mark.parametrize("fill", ["zero", "impute"])
+def test_eval_with_an_input_domain_absent(run: Path, tmp_path: Path, fill: str) -> None:
+    out = tmp_path / "m.json"
+    flags = ["--missing", "reshading", "--fill", fill, "--out", str(out)]
+    assert main(["eval", "--checkpoint", str(run / "checkpoints" / "last.ckpt"), *flags]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["missing"] == ["reshading"] and metrics["fill"] == fill
+    assert math.isfinite(metrics["mae"])
+    assert ("impute_samples" in metrics) == (fill == "impute")
