@@ -1,4 +1,4 @@
-"""``mango demo`` end to end at a tiny size: the five entries, the report and its figures."""
+"""``mango demo`` end to end at a tiny size: the seven entries, the report and its figures."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ TINY = [
 ]
 
 
-def test_demo_writes_five_entries_and_a_report(tmp_path):
+def test_demo_writes_seven_entries_and_a_report(tmp_path):
     summary = run_demo(tmp_path, quick=True, progress=False, overrides=TINY)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert list(metrics) == list(ENTRIES)
@@ -33,7 +33,12 @@ def test_demo_writes_five_entries_and_a_report(tmp_path):
     assert metrics["fusion_attention_off"]["attention_effect"] == 0.0
     assert "attention_effect" not in metrics["concat"]
     assert "Fusion vs concat" in summary and "attention off costs" in summary
+    impute = metrics["fusion_missing_depth_impute"]
+    assert impute["impute_ms_per_sample"] > 0 and impute["impute_conditional_gain_bits"] >= 0
+    assert "impute_ms_per_sample" not in metrics["fusion_missing_depth_zero"]
+    assert "of the zero-fill gap" in summary
     html = (tmp_path / "report.html").read_text()
     for figure in ("predictions.png", "attention_effect.png", "learning_curves.png"):
         assert (tmp_path / "figures" / figure).is_file() and figure in html
     assert "fusion_attention_off" in html and "misregist" in html
+    assert "Depth absent: zero fill vs imputation by the flow" in html

@@ -69,6 +69,16 @@ MissingTableOpt = typer.Option(
 )
 
 
+ImputeStepsOpt = typer.Option(
+    None, "--impute-steps", help="--fill impute: gradient-ascent steps on log p (default 20)."
+)
+ImputeStartOpt = typer.Option(
+    None,
+    "--impute-start",
+    help="--fill impute: start from the flow's mode ('prior', default) or the zero-filled tokens.",
+)
+
+
 def _text(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
@@ -141,6 +151,8 @@ def evaluate(
     missing_rate: float = MissingRateOpt,
     fill: str = FillOpt,
     missing_table: Path = MissingTableOpt,
+    impute_steps: int = ImputeStepsOpt,
+    impute_start: str = ImputeStartOpt,
     overrides: list[str] = SetOpt,
 ) -> None:
     """Evaluate a checkpoint; prints and (with --out) writes the metrics as JSON.
@@ -152,7 +164,9 @@ def evaluate(
     from mango.train.missing import MissingSetting
     from mango.train.run import evaluate as run_eval
 
-    absent = MissingSetting.parse(missing, missing_rate, fill, table=_text(missing_table))
+    absent = MissingSetting.parse(
+        missing, missing_rate, fill, 0, _text(missing_table), impute_steps, impute_start
+    )
     results = run_eval(
         checkpoint, data, split, out, overrides, _progress(), ablate=ablate, missing=absent
     )
@@ -171,13 +185,17 @@ def predict(
     missing_rate: float = MissingRateOpt,
     fill: str = FillOpt,
     missing_table: Path = MissingTableOpt,
+    impute_steps: int = ImputeStepsOpt,
+    impute_start: str = ImputeStartOpt,
     overrides: list[str] = SetOpt,
 ) -> None:
     """Write colour-coded predictions (or image grids) for every sample of a split."""
     from mango.train.missing import MissingSetting
     from mango.train.run import predict as run_predict
 
-    absent = MissingSetting.parse(missing, missing_rate, fill, table=_text(missing_table))
+    absent = MissingSetting.parse(
+        missing, missing_rate, fill, 0, _text(missing_table), impute_steps, impute_start
+    )
     written = run_predict(
         checkpoint, data, out, split, overrides, progress=_progress(), missing=absent
     )

@@ -34,7 +34,7 @@ class ImputationSettings:
 
     steps: int = 20
     lr: float = 0.05
-    start: str = "zero"  # "zero": the zero-filled input's tokens; "prior": the flow's mode f⁻¹(0)
+    start: str = "prior"  # "prior": the flow's mode f⁻¹(0); "zero": the zero-filled input's tokens
 
 
 @dataclass
@@ -151,8 +151,8 @@ class FlowFusion(nn.Module):
         Samples with every modality present are untouched. The completion holds the present
         tokens fixed and maximises ``log p`` over the absent ones by gradient ascent
         (:func:`mango.flows.impute.complete`, ``imputation.steps`` Adam steps of size
-        ``imputation.lr``) from the given tokens (``imputation.start = "zero"``: those of the
-        zero-filled input) or from the flow's mode ``f⁻¹(0)`` (``"prior"``). Each call adds
+        ``imputation.lr``) from the flow's mode ``f⁻¹(0)`` (``imputation.start = "prior"``)
+        or from the given tokens (``"zero"``: those of the zero-filled input). Each call adds
         an :class:`ImputationRecord` to ``records``.
         """
         x = torch.cat(list(tokens), dim=1)

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,12 @@ import torch
 from torch.utils.data import Dataset
 
 from mango.errors import ConfigError, DataError
+from mango.models.fusion import ImputationSettings
 from mango.models.missing import FILLS
 from mango.tasks.base import Sample, Transform
+
+#: where imputation's gradient ascent starts (ImputationSettings.start)
+STARTS = ("prior", "zero")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class MissingSetting:
     fill: str = "zero"
     seed: int = 0
     table: str | None = None
+    impute: ImputationSettings = field(default_factory=ImputationSettings)
 
     @classmethod
     def parse(
@@ -48,8 +53,17 @@ class MissingSetting:
         fill: str | None,
         seed: int = 0,
         table: str | None = None,
+        steps: int | None = None,
+        start: str | None = None,
     ) -> MissingSetting | None:
         """From the CLI flags; ``None`` when no modality is missing. Bad values: one-line errors."""
+        if (steps is not None or start is not None) and fill != "impute":
+            flag = "--impute-steps" if steps is not None else "--impute-start"
+            raise ConfigError(f"{flag}: only applies with --fill impute")
+        if steps is not None and steps < 0:
+            raise ConfigError(f"--impute-steps: expected an integer >= 0, got {steps}")
+        if start is not None and start not in STARTS:
+            raise ConfigError(f"--impute-start: expected one of {', '.join(STARTS)}, got {start!r}")
         if missing is None:
             if rate is not None or fill is not None or table is not None:
                 given = "--missing-rate" if rate is not None else "--fill" if fill else "--table"
@@ -64,7 +78,13 @@ class MissingSetting:
             raise ConfigError(f"--missing-rate: expected a fraction in [0, 1], got {rate}")
         if fill is not None and fill not in FILLS:
             raise ConfigError(f"--fill: expected one of {', '.join(FILLS)}, got {fill!r}")
-        return cls(names, rate, fill or "zero", seed, table)
+        defaults = ImputationSettings()
+        impute = replace(
+            defaults,
+            steps=defaults.steps if steps is None else steps,
+            start=start or defaults.start,
+        )
+        return cls(names, rate, fill or "zero", seed, table, impute)
 
     def check(self, modalities: Sequence[str]) -> None:
         """Every absent modality must be one the model uses."""
@@ -83,6 +103,11 @@ class MissingSetting:
             "fill": self.fill,
             "missing_seed": self.seed,
             **({"missing_table": self.table} if self.table else {}),
+            **(
+                {"impute_steps": self.impute.steps, "impute_start": self.impute.start}
+                if self.fill == "impute"
+                else {}
+            ),
         }
 
 

@@ -292,7 +292,8 @@ def evaluate(
     if ablate and not health:
         raise ConfigError(f"--ablate {ablate}: {checkpoint} holds a model without a flow")
     switched_off = attention_disabled(model) if ablate == "attention" else nullcontext()
-    with health, switched_off, filling(model, missing.fill if missing else "zero") as imputed:
+    fill = (missing.fill, missing.impute) if missing else ("zero", None)
+    with health, switched_off, filling(model, *fill) as imputed:
         for batch in tqdm(loader, desc=f"eval {split}", disable=not progress, leave=False):
             batch = _to_device(batch, device)
             outputs = task.predict(model, batch, cfg)
@@ -343,7 +344,7 @@ def predict(
     try:
         staged: list[Path] = []
         loader = eval_loader(task, cfg, split, wrap=wrap)
-        with filling(model, missing.fill if missing else "zero"):
+        with filling(model, *((missing.fill, missing.impute) if missing else ("zero", None))):
             for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
                 batch = _to_device(batch, device)
                 outputs = task.predict(model, batch, cfg)
