@@ -203,7 +203,8 @@ def train(
             weights_only=True,
         )
     except MangoError:
-        if not checkpoint.exists():  # a run that failed before its first checkpoint leaves nothing
+        # A run that failed before its first checkpoint leaves nothing (rank 0 owns the folder).
+        if trainer.is_global_zero and not checkpoint.exists():
             shutil.rmtree(out_dir / "logs" / log_version, ignore_errors=True)
             if not had_config:
                 (out_dir / "config.yaml").unlink(missing_ok=True)
