@@ -46,10 +46,10 @@ def test_the_release_dict_reads_exactly(tmp_path: Path) -> None:
     assert read["nested"] == [(1, 2.5, None, True)]
 
 
-class Python2Pickler(pickle._Pickler):  # type: ignore[misc, name-defined]
+class Python2Pickler(pickle._Pickler):
     """Pickles ``bytes`` as Python 2 ``str`` (BINSTRING), as Python 2's numpy.save did."""
 
-    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
+    dispatch = pickle._Pickler.dispatch.copy()
 
     def save_bytes(self, obj: bytes) -> None:
         self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
@@ -102,3 +102,20 @@ def test_other_files_are_one_line_errors(tmp_path: Path, content, problem: str) 
     with pytest.raises(BadFileError) as error:
         read_metadata(path)
     assert str(error.value).startswith(f"{path}: {problem}"), error.value
+
+
+class ArrayOverBytes:
+    """Pickles as ``numpy.ndarray((1,), object, buffer)``: an object array whose pointers come
+    from the file's bytes (zero here, so a reader that allowed it would return None, not crash)."""
+
+    def __reduce__(self):
+        return np.ndarray, ((1,), "O", b"\x00" * 8)
+
+
+def test_numpy_ndarray_cannot_be_called_from_a_pickle(tmp_path: Path) -> None:
+    path = tmp_path / METADATA_FILE
+    np.save(path, {"ix_to_word": {0: "a"}, "array": ArrayOverBytes()}, allow_pickle=True)
+    assert np.load(path, allow_pickle=True).item()["array"][0] is None  # a pointer, read as None
+    with pytest.raises(BadFileError) as error:
+        read_metadata(path)
+    assert str(error.value).startswith(f"{path}: cannot be read as .npy (TypeError"), error.value

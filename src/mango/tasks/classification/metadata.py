@@ -4,8 +4,9 @@ The release's ``make_dataset.py`` saves ``{"ix_to_word": {int: str}, "word_to_ix
 "vocab_size": int, "lookup": float32 array}`` with ``numpy.save``: a pickled 0-d object array.
 ``numpy.load(allow_pickle=True)`` would call whatever a pickle names; :class:`MetadataUnpickler`
 admits only what such a file needs: the builtin containers, strings and numbers (pickle opcodes,
-no lookups) and numpy arrays, dtypes and scalars. Any other class or function is refused before
-it is called.
+no lookups) and numpy arrays, dtypes and scalars (rebuilt by numpy's own functions, which check
+the pickled state; object arrays only from pickled lists). Any other class or function is
+refused before it is called.
 
 Example:
     >>> import tempfile, pathlib
@@ -25,18 +26,43 @@ import numpy as np
 
 from mango.tasks.images import BadFileError
 
-#: how numpy's own pickles name what they need to rebuild arrays, dtypes and scalars (numpy 2
-#: writes ``numpy._core``, numpy 1 and Python 2 wrote ``numpy.core``)
-_RECONSTRUCT = np.empty(0).__reduce__()[0]
-_SCALAR = np.float32(0).__reduce__()[0]
+
+class _Ndarray:
+    """What a pickle gets for ``numpy.ndarray``: an argument for :class:`_Reconstruct`, no more.
+
+    The class itself is not handed out: called, ``numpy.ndarray(shape, object, buffer)`` would
+    take pointers from the pickle's bytes. No ``__dict__`` (nor the callable's): a pickle cannot
+    change them.
+    """
+
+    __slots__ = ()
+
+
+class _Reconstruct:
+    """numpy's ``_reconstruct`` (an empty array, then filled from its pickled state), ndarray only."""
+
+    __slots__ = ()
+    function = np.empty(0).__reduce__()[0]  # what numpy's own pickles call, found as numpy does
+
+    def __call__(self, subtype: object, shape: Any, dtype: Any) -> np.ndarray:
+        if subtype is not _NDARRAY:
+            raise pickle.UnpicklingError("_reconstruct rebuilds numpy.ndarray only")
+        return self.function(np.ndarray, shape, dtype)
+
+
+_NDARRAY = _Ndarray()
+#: what a pickle may name: numpy 2 writes ``numpy._core``, numpy 1 and Python 2 ``numpy.core``
 ADMITTED: dict[tuple[str, str], Any] = {
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): np.dtype,
     **{
-        (core, "_reconstruct"): _RECONSTRUCT
+        (core, name): function
         for core in ("numpy._core.multiarray", "numpy.core.multiarray")
+        for name, function in (
+            ("_reconstruct", _Reconstruct()),
+            ("scalar", np.float32(0).__reduce__()[0]),
+        )
     },
-    **{(core, "scalar"): _SCALAR for core in ("numpy._core.multiarray", "numpy.core.multiarray")},
 }
 #: ``.npy`` header readers by format version (numpy writes 1.0 for object arrays)
 _HEADERS = {
