@@ -164,7 +164,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
         time.sleep(0.02)  # the first checkpoint appears at step 10, written atomically
     process.send_signal(signal.SIGKILL)
     process.wait()
-    step = torch.load(checkpoint, weights_only=False)["global_step"]
+    step = torch.load(checkpoint, weights_only=True)["global_step"]
     assert 10 <= step < 40, f"killed too late (step {step}): the test proves nothing"
 
     assert main(["train", "--out", str(killed), "--resume", *args]) == 0
@@ -202,7 +202,7 @@ def test_sigint_stops_cleanly_and_keeps_the_checkpoint(tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("mango:")]
     assert process.returncode == 130, err[-2000:]
     assert len(lines) == 1 and "continue with --resume" in lines[0], err[-2000:]
-    assert torch.load(checkpoint, weights_only=False)["global_step"] >= 10
+    assert torch.load(checkpoint, weights_only=True)["global_step"] >= 10
 
 
 @pytest.mark.parametrize("command", ["eval", "predict", "train --resume"])
