@@ -38,7 +38,7 @@ from mango.config import RunConfig, dump_yaml, read_yaml
 from mango.errors import ConfigError
 from mango.io import atomic_write_json, atomic_write_text
 from mango.tasks.base import Task
-from mango.train.checkpoint import read_checkpoint
+from mango.train.checkpoint import saved_step
 from mango.train.run import CHECKPOINT, build_config, evaluate, train
 
 PRESETS: dict[str, tuple[str, ...]] = {"quick": (), "paper": ("flow.blocks=12",)}
@@ -171,7 +171,7 @@ def _run_row(row: Row, where: str, data: Path | None, progress: bool) -> dict[st
         return {**json.loads(finished.read_text(encoding="utf-8")), "status": "reused"}
     checkpoint = row.run_dir / CHECKPOINT
     resume = checkpoint.exists()
-    start = _saved_step(checkpoint) if resume else 0
+    start = saved_step(checkpoint) if resume else 0
     doing = f"resuming at step {start} of {steps}" if resume else f"training {steps} steps"
     _say(f"[ablate] {where} {name}: {doing}")
     began = time.perf_counter()
@@ -191,10 +191,6 @@ def _run_row(row: Row, where: str, data: Path | None, progress: bool) -> dict[st
     }
     atomic_write_json(finished, record)
     return record
-
-
-def _saved_step(checkpoint: Path) -> int:
-    return int(read_checkpoint(checkpoint)["global_step"])
 
 
 def _cell(value: Any, spec: str) -> str:

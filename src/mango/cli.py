@@ -333,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     except MangoError as error:
         if _state["debug"]:
             raise
-        typer.echo(f"mango: error: {error}", err=True)
+        if not error.duplicate:
+            typer.echo(f"mango: error: {error}", err=True)
         return 2
     except Exception as error:  # noqa: BLE001 - the last line of defence for users
         if _state["debug"]:

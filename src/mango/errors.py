@@ -9,10 +9,15 @@ from __future__ import annotations
 
 
 class MangoError(Exception):
-    """Bad input from the user: a file, a field or a value, named in a one-line message."""
+    """Bad input from the user: a file, a field or a value, named in a one-line message.
 
-    def __init__(self, message: str) -> None:
+    ``duplicate``: the same error stops the other processes of a distributed run too, and rank 0
+    reports it; the command line prints nothing for the duplicates (exit code 2 all the same).
+    """
+
+    def __init__(self, message: str, *, duplicate: bool = False) -> None:
         super().__init__(" ".join(message.split()))  # always a single line
+        self.duplicate = duplicate
 
 
 class DataError(MangoError, ValueError):

@@ -1,6 +1,8 @@
 """Run by test_ddp.py: train the smoke config on 2 CPU processes (gloo) and dump each rank's weights.
 
-Lightning's DDP launcher re-executes this script for the second rank.
+Lightning's DDP launcher re-executes this script for the second rank. With a third argument
+``nan-on-rank-1``, rank 1 turns one flow weight into NaN before step 3 and the script exits the
+way ``mango train`` does: one ``mango: error: ...`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -11,7 +13,19 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from mango.cli import main
 from mango.train.run import load_config, train
+
+OVERRIDES = [
+    "trainer.devices=2",
+    "trainer.strategy=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.max_steps=6",
+    "trainer.steps_per_checkpoint=3",
+    "data.train_scenes=32",
+    "data.val_scenes=4",
+    "data.test_scenes=4",
+]
 
 
 class DumpRankWeights(pl.Callback):
@@ -29,18 +43,30 @@ class DumpRankWeights(pl.Callback):
         self._dump(trainer, pl_module, "end")
 
 
+class NanOnRankOne(pl.Callback):
+    """Rank 1 only: a NaN weight in the flow from step 3 on (the other rank stays finite)."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
+        if trainer.global_rank == 1 and trainer.global_step == 3:
+            flow = pl_module.model.stages[2].fusion.flow
+            with torch.no_grad():
+                flow.layers[1].layers[3].query.weight.fill_(float("nan"))
+
+
+def train_with_nan_on_rank_one(config: Path, out: Path) -> int:
+    """``mango train`` (its error handling included) with :class:`NanOnRankOne` added."""
+    import mango.train.run as run
+
+    plain_train = run.train
+    run.train = lambda *args, **kwargs: plain_train(*args, **kwargs, callbacks=[NanOnRankOne()])
+    args = ["train", "--config", str(config), "--out", str(out / "run")]
+    return main([*args, *(f"--set={override}" for override in OVERRIDES)])
+
+
 if __name__ == "__main__":
     config, out = Path(sys.argv[1]), Path(sys.argv[2])
-    overrides = [
-        "trainer.devices=2",
-        "trainer.strategy=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.max_steps=6",
-        "trainer.steps_per_checkpoint=3",
-        "data.train_scenes=32",
-        "data.val_scenes=4",
-        "data.test_scenes=4",
-    ]
-    task, cfg = load_config(config, overrides)
     out.mkdir(parents=True, exist_ok=True)
+    if sys.argv[3:] == ["nan-on-rank-1"]:
+        sys.exit(train_with_nan_on_rank_one(config, out))
+    task, cfg = load_config(config, OVERRIDES)
     train(task, cfg, out / "run", progress=False, callbacks=[DumpRankWeights(out)])

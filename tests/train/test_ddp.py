@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) train a few steps with DDP and end with equal weights."""
+"""Two CPU processes (gloo) train with DDP: equal weights at the end; a NaN on one rank stops both."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from mango.train.checkpoint import read_checkpoint
+
 HERE = Path(__file__).resolve().parent
 SMOKE = HERE.parents[1] / "configs" / "synthetic-smoke.yaml"
 
@@ -20,20 +22,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_ranks_end_with_equal_weights(tmp_path):
+def _run_script(out: Path, *extra: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(_free_port()),
         "OMP_NUM_THREADS": "1",
     }
-    result = subprocess.run(
-        [sys.executable, str(HERE / "ddp_script.py"), str(SMOKE), str(tmp_path)],
+    return subprocess.run(
+        [sys.executable, str(HERE / "ddp_script.py"), str(SMOKE), str(out), *extra],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,  # both ranks hold the pipes: returning means neither hangs
         env=env,
     )
+
+
+def test_two_process_ddp_ranks_end_with_equal_weights(tmp_path):
+    result = _run_script(tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     start = torch.load(tmp_path / "start_rank0.pt")
     rank0 = torch.load(tmp_path / "end_rank0.pt")
@@ -45,5 +51,16 @@ def test_two_process_ddp_ranks_end_with_equal_weights(tmp_path):
         k for k in rank0 if rank0[k].is_floating_point() and not torch.equal(rank0[k], start[k])
     ]
     assert len(trained) > len(rank0) // 2, "training did not change the weights"
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert checkpoint["global_step"] == 6
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 6
+
+
+def test_nan_on_one_rank_stops_both_with_one_line(tmp_path):
+    result = _run_script(tmp_path, "nan-on-rank-1", timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mango:")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("mango: error: step 3 on rank 1: non-finite flow tokens"), lines
+    assert "stages.2.fusion.flow.layers.1.layers.3.query (Linear)" in lines[0]
+    assert "Traceback" not in result.stderr
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(checkpoint)["global_step"] == 3  # nothing from the failed step

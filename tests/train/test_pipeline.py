@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def trained(tmp_path_factory):
 
 
 def test_train_writes_checkpoint_config_logs_weights(trained):
-    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 20
     assert checkpoint["mango"]["config"]["task"] == "synthetic"
     assert set(checkpoint["mango"]["versions"]) >= {"mango", "torch", "lightning"}
@@ -163,7 +164,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
         time.sleep(0.02)  # the first checkpoint appears at step 10, written atomically
     process.send_signal(signal.SIGKILL)
     process.wait()
-    step = torch.load(checkpoint, weights_only=False)["global_step"]
+    step = torch.load(checkpoint, weights_only=True)["global_step"]
     assert 10 <= step < 40, f"killed too late (step {step}): the test proves nothing"
 
     assert main(["train", "--out", str(killed), "--resume", *args]) == 0
@@ -201,4 +202,41 @@ def test_sigint_stops_cleanly_and_keeps_the_checkpoint(tmp_path):
     lines = [line for line in err.splitlines() if line.startswith("mango:")]
     assert process.returncode == 130, err[-2000:]
     assert len(lines) == 1 and "continue with --resume" in lines[0], err[-2000:]
-    assert torch.load(checkpoint, weights_only=False)["global_step"] >= 10
+    assert torch.load(checkpoint, weights_only=True)["global_step"] >= 10
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "train --resume"])
+def test_a_checkpoint_carrying_code_is_refused_in_one_line(command, payload, tmp_path, capsys):
+    run = tmp_path / "shared-run"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "mango": payload}, checkpoint)
+    args = {
+        "eval": ["eval", "--checkpoint", str(checkpoint)],
+        "predict": ["predict", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "pred")],
+        "train --resume": ["train", "--config", str(SMOKE), "--out", str(run), "--resume"],
+    }[command]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"mango: error: {checkpoint}: refused: it holds a pickled exec"), err
+    assert not payload.marker.exists()
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]  # no logs, no config
+
+
+def test_resume_loads_every_checkpoint_weights_only(trained, tmp_path, monkeypatch):
+    """mango's check and Lightning's restore both read ``last.ckpt``, both weights-only."""
+    run = Path(shutil.copytree(trained, tmp_path / "run"))
+    loads: list[tuple[str, object]] = []
+    plain_load = torch.load
+
+    def recording_load(f, *args, **kwargs):
+        loads.append((str(f), kwargs.get("weights_only")))
+        return plain_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    args = ["--config", str(SMOKE), "--out", str(run), "--resume", "--max-steps", "22", *FAST]
+    assert main(["train", *args]) == 0
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    assert [load for load in loads if load[0] == checkpoint] == [(checkpoint, True)] * 2, loads
+    assert all(weights_only is True for _, weights_only in loads), loads

@@ -1,30 +1,51 @@
-"""Checkpoints: atomic writes, metadata (config and versions), architecture and version checks."""
+"""Checkpoints: atomic writes, weights-only reads, metadata, architecture and version checks.
+
+Every checkpoint mango opens (``eval``, ``predict``, ``train --resume``, Lightning's own restore,
+the step probes) is read by :func:`read_checkpoint`, with ``torch.load(weights_only=True)``: a
+file can hold tensors and plain data (dicts, lists, strings, numbers), never code. A checkpoint
+holds nothing else: the config as JSON-style data and as YAML text, the versions as strings,
+Lightning's loop, optimizer and scheduler states.
+"""
 
 from __future__ import annotations
 
+import pickle
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from packaging.version import InvalidVersion, Version
+from torch.torch_version import TorchVersion
 
 from mango import __version__
 from mango.errors import CheckpointError
 from mango.io import atomic_save
 
+#: Earlier mango checkpoints store ``versions["torch"]`` as torch's ``TorchVersion``, a ``str``
+#: subclass (now a plain ``str``); admitting it keeps them loadable. Nothing else is admitted.
+EARLIER_GLOBALS = [TorchVersion]
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint IO that writes to a temporary file and renames it into place.
 
-    A run killed while saving leaves the previous ``last.ckpt`` intact.
+class MangoCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO: writes to a temporary file renamed into place, reads weights-only.
+
+    A run killed while saving leaves the previous ``last.ckpt`` intact. Lightning's restore
+    (``Trainer.fit(ckpt_path=...)``) reads through :func:`read_checkpoint` whatever
+    ``weights_only`` it asks for.
     """
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
         atomic_save(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return read_checkpoint(path)
 
 
 def metadata(config: dict[str, Any]) -> dict[str, Any]:
@@ -36,7 +57,7 @@ def metadata(config: dict[str, Any]) -> dict[str, Any]:
         "config": config,
         "versions": {
             "mango": __version__,
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
             "lightning": lightning.__version__,
             "python": platform.python_version(),
         },
@@ -44,20 +65,33 @@ def metadata(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a MANGO checkpoint on the CPU, with one-line errors for every way it can be unusable."""
+    """Load a MANGO checkpoint on the CPU, with one-line errors for every way it can be unusable.
+
+    The file is unpickled weights-only: a pickled class or function (what could run code) is
+    refused, as :class:`CheckpointError` naming it, before anything of it is called.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(EARLIER_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL (\S+)", str(error))  # the class or function it would load
+        if found is None:
+            raise CheckpointError(f"{path}: not a readable checkpoint (UnpicklingError)") from None
+        raise CheckpointError(
+            f"{path}: refused: it holds a pickled {found[1]}, which is neither a tensor nor plain "
+            "data; checkpoints are read weights-only and nothing from this file was run"
+        ) from None
     except Exception as error:  # noqa: BLE001 - torch raises many types for a bad file
         raise CheckpointError(
             f"{path}: not a readable checkpoint ({type(error).__name__})"
         ) from None
     if (
         not isinstance(checkpoint, dict)
-        or "state_dict" not in checkpoint
-        or "mango" not in checkpoint
+        or not isinstance(checkpoint.get("state_dict"), dict)
+        or not isinstance(checkpoint.get("mango"), dict)
     ):
         raise CheckpointError(f"{path}: not a MANGO checkpoint (no 'state_dict'/'mango' entries)")
     written_by = str(checkpoint["mango"].get("version", "0"))
@@ -70,6 +104,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: written by mango {written_by}, newer than the installed {__version__}; upgrade mango"
         )
     return checkpoint
+
+
+def saved_step(path: str | Path) -> int:
+    """The optimisation step at which the checkpoint ``path`` was written."""
+    return int(read_checkpoint(path)["global_step"])
 
 
 def check_architecture(

@@ -21,6 +21,29 @@ class NonFiniteError(MangoError):
     """Training produced NaN or Inf; nothing is saved from that step."""
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def first_failure(problem: str | None, device: torch.device) -> tuple[int, str] | None:
+    """``(rank, problem)`` of the first process whose ``problem`` is not None, or None.
+
+    In a distributed run every rank calls it: all learn whether any rank failed, so all stop at
+    the same step instead of waiting in the gradient all-reduce for a rank that raised. Each step
+    costs one all-reduce of a flag; only a failure gathers the messages. A single process gets
+    its own ``problem`` back.
+    """
+    if not _distributed():
+        return None if problem is None else (0, problem)
+    failed = torch.tensor([problem is not None], dtype=torch.int32, device=device)
+    torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
+    if not failed.item():
+        return None
+    problems: list[str | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(problems, problem)
+    return next((rank, p) for rank, p in enumerate(problems) if p is not None)
+
+
 def first_non_finite_module(model: nn.Module, batch: Sample) -> str:
     """Re-run ``model(batch)`` and name the first module whose output is not finite."""
     found: list[str] = []
@@ -109,18 +132,16 @@ class MangoModule(pl.LightningModule):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(interval)
 
-    def _non_finite(self, batch: Sample, what: str) -> NonFiniteError:
+    def _non_finite(self, batch: Sample, what: str) -> str:
         where = first_non_finite_module(self.model, batch)
-        return NonFiniteError(
-            f"step {self.global_step}: non-finite {what}; first non-finite output in {where}; "
-            "no weights were written from this step (lower optim.lr or check the inputs)"
-        )
+        return f"non-finite {what}; first non-finite output in {where}"
 
-    def training_step(self, batch: Sample, batch_idx: int) -> Tensor:
+    def _losses(self, batch: Sample) -> tuple[Tensor, Tensor, Tensor | None] | str:
+        """``(loss, task loss, flow bits/dim)`` of a training step, or what was not finite."""
         try:
             outputs = self.model(batch)
         except NonFiniteFlowError:
-            raise self._non_finite(batch, "flow tokens") from None
+            return self._non_finite(batch, "flow tokens")
         task_loss = self.task.loss(outputs, batch)
         bits = getattr(outputs, "bits_per_dim", None)
         bits = bits.mean() if bits is not None else None
@@ -128,9 +149,24 @@ class MangoModule(pl.LightningModule):
         if bits is not None and self.cfg.loss.nll_weight > 0:
             loss = loss + self.cfg.loss.nll_weight * bits
         if not torch.isfinite(loss):
-            raise self._non_finite(
+            return self._non_finite(
                 batch, "task loss" if not torch.isfinite(task_loss) else "flow NLL"
             )
+        return loss, task_loss, bits
+
+    def training_step(self, batch: Sample, batch_idx: int) -> Tensor:
+        losses = self._losses(batch)
+        failure = first_failure(losses if isinstance(losses, str) else None, self.device)
+        if failure is not None:  # on every rank, before any rank enters the backward pass
+            rank, problem = failure
+            on_rank = f" on rank {rank}" if _distributed() else ""
+            raise NonFiniteError(
+                f"step {self.global_step}{on_rank}: {problem}; no weights were written from "
+                "this step (lower optim.lr or check the inputs)",
+                duplicate=_distributed() and torch.distributed.get_rank() != 0,
+            )
+        assert not isinstance(losses, str)  # first_failure returns this rank's own problem
+        loss, task_loss, bits = losses
         size = len(next(v for v in batch.values() if isinstance(v, Tensor)))
         if bits is not None:
             self.log("train/bits_per_dim", bits, batch_size=size)

@@ -26,10 +26,11 @@ from mango.io import atomic_write_json, atomic_write_text
 from mango.models.missing import filling, flow_fusions
 from mango.tasks.base import Task, get_task
 from mango.train.checkpoint import (
-    AtomicCheckpointIO,
+    MangoCheckpointIO,
     check_architecture,
     export_safetensors,
     read_checkpoint,
+    saved_step,
 )
 from mango.train.data import MangoDataModule, eval_loader
 from mango.train.health import FlowHealthMonitor
@@ -117,7 +118,7 @@ class StopOnSigint(pl.Callback):
 
 class SaveLast(pl.Callback):
     """At the end of every checkpoint interval (a training "epoch"), refresh ``last.ckpt``
-    (atomically, through :class:`AtomicCheckpointIO`) and ``weights.safetensors``."""
+    (atomically, through :class:`MangoCheckpointIO`) and ``weights.safetensors``."""
 
     def __init__(
         self, checkpoint: Path, weights: Path, config_yaml: str, stopper: StopOnSigint
@@ -184,7 +185,7 @@ def train(
             *callbacks,
         ],
         enable_checkpointing=False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[MangoCheckpointIO()],
         check_val_every_n_epoch=t.val_every,
         log_every_n_steps=t.log_every,
         gradient_clip_val=cfg.optim.grad_clip,
@@ -197,14 +198,15 @@ def train(
     if t.compile:
         module.model.compile()  # in place: the state dict keeps its keys
     try:
-        trainer.fit(  # our own checkpoint, already validated by read_checkpoint: not weights-only
+        trainer.fit(  # Lightning reads the checkpoint through MangoCheckpointIO: weights-only
             module,
             datamodule=MangoDataModule(task, cfg, getattr(module.model, "modalities", ())),
             ckpt_path=checkpoint if resume else None,
-            weights_only=False,
+            weights_only=True,
         )
     except MangoError:
-        if not checkpoint.exists():  # a run that failed before its first checkpoint leaves nothing
+        # A run that failed before its first checkpoint leaves nothing (rank 0 owns the folder).
+        if trainer.is_global_zero and not checkpoint.exists():
             shutil.rmtree(out_dir / "logs" / log_version, ignore_errors=True)
             if not had_config:
                 (out_dir / "config.yaml").unlink(missing_ok=True)
@@ -214,7 +216,7 @@ def train(
         raise
     if trainer.interrupted or stopper.requested:
         kept = (
-            f"{checkpoint} (step {_saved_step(checkpoint)}) is kept"
+            f"{checkpoint} (step {saved_step(checkpoint)}) is kept"
             if checkpoint.exists()
             else "no checkpoint was written yet"
         )
@@ -225,10 +227,6 @@ def train(
     if trainer.is_global_zero:
         export_safetensors(module.model.state_dict(), out_dir / "weights.safetensors", config_yaml)
     return TrainResult(checkpoint, trainer.global_step, dict(module.last_val))
-
-
-def _saved_step(checkpoint: Path) -> int:
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
 
 
 def metrics_logs(run_dir: str | Path) -> list[Path]:

@@ -276,3 +276,36 @@ def test_predict_on_a_later_bad_movie_keeps_the_old_predictions(
     args = ["--checkpoint", str(checkpoint), "--data", str(root), "--out", str(out)]
     assert main(["predict", *args]) == 2
     assert (out / PREDICTIONS_FILE).read_text() == '{"id": "earlier"}\n'
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "prefix"),
+    [
+        (["data", "check", "--layout", "mmimdb"], 1, "error: "),
+        (["train", "--config", str(SMOKE), "--out", "OUT"], 2, "mango: error: "),
+        (["eval", "--checkpoint", "CKPT"], 2, "mango: error: "),
+        (["predict", "--checkpoint", "CKPT", "--out", "OUT"], 2, "mango: error: "),
+    ],
+    ids=["data-check", "train", "eval", "predict"],
+)
+def test_pickled_code_in_metadata_never_runs(
+    command: list[str],
+    code: int,
+    prefix: str,
+    good: dict[str, Path],
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    payload,
+) -> None:
+    root = Path(shutil.copytree(good["hdf5"], tmp_path / "data"))
+    victim = root / METADATA_FILE
+    np.save(victim, {"ix_to_word": {0: "_UNK_"}, "extra": payload}, allow_pickle=True)
+    given = {"CKPT": str(checkpoint), "OUT": str(tmp_path / "out")}
+    capsys.readouterr()
+    assert main([*(given.get(word, word) for word in command), "--data", str(root)]) == code
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if line.strip() and not line.startswith("warning: ")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prefix}{victim}: refused: it holds a pickled builtins.exec")
+    assert not payload.marker.exists()

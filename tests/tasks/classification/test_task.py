@@ -120,7 +120,7 @@ def test_predictions_one_line_per_test_movie_consistent_with_eval(run: Path) -> 
 def test_checkpoint_has_no_frozen_encoder_weights_and_reloads_identically(run: Path) -> None:
     checkpoint = run / "checkpoints" / "last.ckpt"
     assert checkpoint.stat().st_size < 3_000_000  # frozen MobileNetV2 alone is ~9 MB, MiniLM ~90 MB
-    state = torch.load(checkpoint, weights_only=False)["state_dict"]
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
     assert state and not any(".encoders." in key for key in state)
     assert any(key.startswith("model.fusion.flow.") for key in state)
     # the last validation of the training run (in-memory model) vs eval of the reloaded checkpoint

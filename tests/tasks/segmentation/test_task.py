@@ -42,7 +42,7 @@ def test_train_eval_predict_round(layout, tmp_path):
     metrics = json.loads(metrics_path.read_text())
     assert {"pixel_acc", "mean_acc", "miou", "per_class_iou"} <= metrics.keys()
     assert all(0 <= metrics[k] <= 100 for k in ("pixel_acc", "mean_acc", "miou"))
-    stored = torch.load(checkpoint, weights_only=False)["mango"]["config"]
+    stored = torch.load(checkpoint, weights_only=True)["mango"]["config"]
     assert stored["data"]["depth"]["layout"] == layout  # the depth normalisation is recorded
     assert stored["data"]["eval_scales"] == [1.0]
     pred = tmp_path / "pred"

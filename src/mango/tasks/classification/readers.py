@@ -41,7 +41,8 @@ from torch.utils.data import Dataset
 from mango.errors import DataError
 from mango.models.encoders.mobilenet import IMAGENET_MEAN, IMAGENET_STD
 from mango.tasks.classification.genres import GENRES, SPLIT_SIZES, canonical_split
-from mango.tasks.images import is_file
+from mango.tasks.classification.metadata import read_metadata
+from mango.tasks.images import BadFileError, is_file
 
 HDF5_FILE = "multimodal_imdb.hdf5"
 METADATA_FILE = "metadata.npy"
@@ -315,13 +316,9 @@ def load_vocabulary(path: Path) -> np.ndarray:
     if not path.is_file():
         raise MMIMDbFileError(path, "file not found (the vocabulary of the HDF5 'sequences')")
     try:
-        metadata = np.load(path, allow_pickle=True)
-    except Exception as exc:  # a damaged pickle can raise almost anything (UnpicklingError, ...)
-        raise MMIMDbFileError(path, f"cannot be read with numpy.load ({exc!r})") from exc
-    if isinstance(metadata, np.lib.npyio.NpzFile):
-        metadata.close()
-    elif isinstance(metadata, np.ndarray) and metadata.dtype == object and metadata.ndim == 0:
-        metadata = metadata.item()
+        metadata = read_metadata(path)  # never runs code from the file
+    except BadFileError as error:
+        raise MMIMDbFileError(path, error.problem) from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("ix_to_word"), dict):
         raise MMIMDbFileError(path, "expected a dict with key 'ix_to_word' (id -> word)")
     ix_to_word: dict[Any, Any] = metadata["ix_to_word"]
