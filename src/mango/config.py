@@ -34,6 +34,13 @@ class DataSection(Section):
         lt=1,
         description="training: one modality of a sample is absent with this probability",
     )
+    missing: list[str] = Field(
+        default_factory=list,
+        description="training: modalities absent for a fixed share of samples (missing_rate)",
+    )
+    missing_rate: float | None = Field(
+        None, ge=0, le=1, description="with missing: the share (split evenly); None = all"
+    )
 
 
 class FlowSettings(Section):

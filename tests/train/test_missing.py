@@ -163,3 +163,14 @@ def test_dropout_needs_two_modalities(tmp_path: Path, capsys: pytest.CaptureFixt
     args = ["train", "--config", str(SMOKE), "--out", str(tmp_path / "r"), "--max-steps", "2"]
     assert main([*args, *FAST, *sets]) == 2
     assert "data.modality_dropout: the model uses 1 modality" in capsys.readouterr().err
+
+
+def test_training_with_a_fixed_missing_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["train", "--config", str(SMOKE), "--max-steps", "2", *FAST]
+    sets = ["--set", "data.missing=[depth]", "--set", "data.missing_rate=0.5"]
+    assert main([*args, "--out", str(tmp_path / "ok"), *sets]) == 0
+    capsys.readouterr()
+    bad = ["--set", "data.missing=[audio]"]
+    assert main([*args, "--out", str(tmp_path / "bad"), *bad]) == 2
+    err = capsys.readouterr().err
+    assert "data.missing: 'audio' is not a modality of this model" in err

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -74,6 +75,10 @@ class Task(ABC):
         self, cfg: RunConfig, outputs: Any, batch: Sample, out_dir: Path
     ) -> list[Path]:
         """Write human-viewable predictions of one batch under ``out_dir``; return the paths."""
+
+    def missing_order(self, cfg: RunConfig, split: str, count: int) -> np.ndarray | None:
+        """A shipped order of ``split``'s samples for missing-modality tables (``None``: seeded)."""
+        return None
 
     def check_data(self, root: Path) -> CheckReport:
         """Check a dataset folder for this task (``mango data check``)."""

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mango.config import RunConfig
 from mango.errors import ConfigError, DataError
 from mango.tasks.base import Sample, Task, Transform
-from mango.train.missing import ModalityDropout
+from mango.train.missing import MissingSetting, ModalityDropout, with_missing
 
 
 def _mix(*values: int) -> int:
@@ -151,7 +151,16 @@ class MangoDataModule(pl.LightningDataModule):
                     "dropping one needs 2+"
                 )
             transform = ModalityDropout(transform, self.modalities, dropout)
-        dataset = TransformedDataset(self.task.dataset(cfg, "train"), transform)
+        dataset: Dataset[Sample] = TransformedDataset(self.task.dataset(cfg, "train"), transform)
+        if cfg.data.missing:  # a fixed table, e.g. Lee et al.'s protocol trains at rate η
+            setting = MissingSetting(
+                tuple(cfg.data.missing), cfg.data.missing_rate, seed=cfg.trainer.seed
+            )
+            order = self.task.missing_order(cfg, "train", len(dataset))  # type: ignore[arg-type]
+            try:
+                dataset = with_missing(dataset, setting, self.modalities, order)
+            except ConfigError as error:
+                raise ConfigError(str(error).replace("--missing:", "data.missing:", 1)) from None
         sampler = SeededSampler(
             len(dataset),
             cfg.trainer.steps_per_checkpoint * cfg.trainer.batch_size,

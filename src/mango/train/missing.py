@@ -112,9 +112,18 @@ class MissingSetting:
 
 
 def absent_table(
-    count: int, modalities: Sequence[str], rate: float | None, seed: int = 0
+    count: int,
+    modalities: Sequence[str],
+    rate: float | None,
+    seed: int = 0,
+    order: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(count, K)`` booleans: sample ``i`` lacks ``modalities[k]`` (see the module doc).
+
+    The absent samples are taken in ``order`` (a permutation of ``0..count-1``; default one
+    drawn from ``seed``), dealt out in turn: positions ``k, k+K, k+2K, ...`` go to modality
+    ``k``, the first ``round(rate·count/K)`` of them absent. So a lower rate drops a subset of
+    the samples a higher rate drops. A task may ship its order (MM-IMDb's protocol does).
 
     Example:
         >>> table = absent_table(10, ["image", "text"], rate=0.6, seed=0)
@@ -129,10 +138,13 @@ def absent_table(
     per = int(round(rate * count / k))
     if per * k > count:
         per = count // k
-    order = np.random.default_rng(seed).permutation(count)
+    if order is None:
+        order = np.random.default_rng(seed).permutation(count)
+    elif sorted(np.asarray(order).tolist()) != list(range(count)):
+        raise ValueError(f"order must be a permutation of 0..{count - 1}")
     table = np.zeros((count, k), dtype=bool)
-    for j in range(k):
-        table[order[j * per : (j + 1) * per], j] = True
+    for j in range(k):  # interleaved, so a lower rate drops a subset of a higher rate's
+        table[np.asarray(order)[j::k][:per], j] = True
     return table
 
 
@@ -162,7 +174,8 @@ def write_table(path: str | Path, table: np.ndarray, modalities: Sequence[str]) 
 
 
 class MissingDataset(Dataset[Sample]):
-    """``base`` with ``sample["present"]`` from an absent table over ``modalities``."""
+    """``base`` with ``sample["present"]`` from an absent table over ``modalities`` (combined
+    with a ``present`` the sample already has, e.g. from :class:`ModalityDropout`)."""
 
     def __init__(
         self,
@@ -170,8 +183,9 @@ class MissingDataset(Dataset[Sample]):
         modalities: Sequence[str],
         all_modalities: Sequence[str],
         table: np.ndarray,
+        source: str = "seeded",
     ) -> None:
-        self.base, self.table = base, table
+        self.base, self.table, self.source = base, table, source
         self.modalities, self.all_modalities = list(modalities), list(all_modalities)
 
     def __len__(self) -> int:
@@ -181,21 +195,27 @@ class MissingDataset(Dataset[Sample]):
         sample = dict(self.base[key])
         index = key[0] if isinstance(key, tuple) else key
         absent = {m for m, a in zip(self.modalities, self.table[index], strict=True) if a}
-        sample["present"] = {m: m not in absent for m in self.all_modalities}
+        present = sample.get("present") or dict.fromkeys(self.all_modalities, True)
+        sample["present"] = {m: bool(present[m]) and m not in absent for m in self.all_modalities}
         return sample
 
 
 def with_missing(
-    dataset: Dataset[Sample], setting: MissingSetting, modalities: Sequence[str]
+    dataset: Dataset[Sample],
+    setting: MissingSetting,
+    modalities: Sequence[str],
+    order: np.ndarray | None = None,
 ) -> MissingDataset:
-    """``dataset`` (an evaluation split) with the absent modalities of ``setting``."""
+    """``dataset`` (a split) with the absent modalities of ``setting``; ``order`` as in
+    :func:`absent_table` (a table file, when ``setting`` names one, takes precedence)."""
     setting.check(modalities)
     count = len(dataset)  # type: ignore[arg-type]
     if setting.table is not None:
-        table = read_table(setting.table, count, setting.modalities)
+        table, source = read_table(setting.table, count, setting.modalities), "table file"
     else:
-        table = absent_table(count, setting.modalities, setting.rate, setting.seed)
-    return MissingDataset(dataset, setting.modalities, modalities, table)
+        table = absent_table(count, setting.modalities, setting.rate, setting.seed, order)
+        source = "seeded" if order is None else "shipped order"
+    return MissingDataset(dataset, setting.modalities, modalities, table, source)
 
 
 class ModalityDropout:

@@ -279,7 +279,7 @@ def evaluate(
     if ablate not in (None, *ABLATIONS):
         raise ConfigError(f"--ablate: expected one of {', '.join(ABLATIONS)}, got {ablate!r}")
     task, cfg, model = load_trained(checkpoint, data_dir, overrides)
-    wrap = _missing_wrap(model, missing, checkpoint)
+    wrap = _missing_wrap(task, cfg, split, model, missing, checkpoint)
     device = _device()
     model.to(device)
     cfg = task.prepare_eval(model, cfg)
@@ -306,6 +306,7 @@ def evaluate(
         results["ablate"] = ablate
     if missing is not None:
         results.update(missing.describe())
+        results["missing_table_source"] = loader.dataset.source
         results.update(imputed.as_dict())
     results.update(task.eval_settings(cfg))
     results["split"] = split
@@ -333,7 +334,7 @@ def predict(
     ``missing`` makes modalities absent, as in :func:`evaluate`.
     """
     task, cfg, model = load_trained(checkpoint, data_dir, overrides)
-    wrap = _missing_wrap(model, missing, checkpoint)
+    wrap = _missing_wrap(task, cfg, split, model, missing, checkpoint)
     device = _device()
     model.to(device)
     out_dir = Path(out_dir)
@@ -357,16 +358,29 @@ def predict(
 
 
 def _missing_wrap(
-    model: torch.nn.Module, missing: MissingSetting | None, checkpoint: str | Path
+    task: Task,
+    cfg: RunConfig,
+    split: str,
+    model: torch.nn.Module,
+    missing: MissingSetting | None,
+    checkpoint: str | Path,
 ) -> Any:
-    """The eval-dataset wrapper that makes ``missing``'s modalities absent (``None``: none)."""
+    """The eval-dataset wrapper that makes ``missing``'s modalities absent (``None``: none).
+
+    The table follows the task's shipped order of the split when it has one
+    (:meth:`~mango.tasks.base.Task.missing_order`), else a seeded one."""
     if missing is None:
         return None
     modalities = list(getattr(model, "modalities", ()))
     missing.check(modalities)
     if missing.fill == "impute" and not flow_fusions(model):
         raise ConfigError(f"--fill impute: {checkpoint} holds a model without a flow")
-    return lambda dataset: with_missing(dataset, missing, modalities)
+
+    def wrap(dataset: Any) -> Any:
+        order = task.missing_order(cfg, split, len(dataset))
+        return with_missing(dataset, missing, modalities, order)
+
+    return wrap
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

@@ -227,6 +227,12 @@ class MMIMDbTask(Task):
         ]
         return [path] if self._predictions.add(path, records) else []
 
+    def missing_order(self, cfg: Any, split: str, count: int) -> np.ndarray | None:
+        """The shipped order of Lee et al.'s protocol for a split of the published size."""
+        from mango.tasks.classification.missing import shipped_order
+
+        return shipped_order(split, count)
+
     def check_data(self, root: Path) -> CheckReport:
         from mango.tasks.classification.check import check_mmimdb
 
