@@ -192,7 +192,7 @@ class GenreClassifier(nn.Module):
         return [p for p in self.parameters() if id(p) not in backbone]
 
     def _features(
-        self, name: str, batch: Mapping[str, Any], present: Tensor | None
+        self, name: str, batch: Mapping[str, Any], present: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """Encoder output of one modality and its token mask (``None``: all tokens are real).
 

@@ -1,4 +1,4 @@
-"""MM-IMDb readers for both on-disk formats of ``DATA.md``.
+"""MM-IMDb readers for both on-disk formats of ``docs/data.md``.
 
 **HDF5 release** (``ROOT/multimodal_imdb.hdf5`` + ``ROOT/metadata.npy``), as written by the
 dataset's ``make_dataset.py``:
