@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install
+.PHONY: demo test install gpu-check
 
 install: $(STAMP)
 
@@ -24,3 +24,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest
+
+# On a machine with a CUDA GPU: the tests marked gpu, written to gpu-check.json. Elsewhere: one line, exit 0.
+gpu-check: $(STAMP)
+	$(BIN)/python -m mango.gpu_check --out gpu-check.json
