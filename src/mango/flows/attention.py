@@ -11,6 +11,13 @@ from torch import Tensor, nn
 from mango.flows.base import FlowLayer
 from mango.flows.fused import causal_attention, fused_available
 from mango.flows.partitions import num_variants, partition_indices, validate_tokens
+from mango.flows.signed import (
+    DENSE_MAX_TOKENS,
+    signed_delta,
+    signed_mask,
+    signed_strength,
+    signed_temperature,
+)
 from mango.flows.token_mixing import LUTokenMixing
 
 #: Attention-matrix forms. "signed": ``A = I + β N`` (unit diagonal, volume preserving); the
@@ -134,6 +141,7 @@ class InvertibleCrossAttention(FlowLayer):
         # the signed form's strictly upper mask, for rows 0..L2-2 (the last row has no j > i)
         on_or_below = torch.tril(torch.ones(self.l2 - 1, self.l2, dtype=torch.bool))
         self.register_buffer("strict_mask", on_or_below, persistent=False)
+        self.register_buffer("signed_mask", signed_mask(self.l2), persistent=False)
 
     def extra_repr(self) -> str:
         return (
@@ -145,14 +153,14 @@ class InvertibleCrossAttention(FlowLayer):
     def temperature(self) -> Tensor:
         """The positive softmax temperature τ."""
         if self.signed:
-            return math.sqrt(self.key_dim) * (1 + F.softplus(self.temperature_offset))
+            return signed_temperature(self.temperature_offset, self.key_dim)
         return self.log_temperature.clamp(math.log(1e-2), math.log(1e4)).exp()
 
     @property
     def strength_value(self) -> Tensor:
         """How strongly the layer mixes: β of the signed form, α of the gated one, else ``c1``."""
         if self.signed:
-            return self.strength_bound * torch.tanh(self.strength)
+            return signed_strength(self.strength, self.strength_bound)
         return self.log_coefficients()[1].exp()
 
     def _signed_mixing(self, x1: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,6 +173,38 @@ class InvertibleCrossAttention(FlowLayer):
         return (
             torch.cat([0.5 * (positive - negative), last_row], 1),
             torch.cat([positive, last_row], 1),
+        )
+
+    def _signed_dense(self, x: Tensor) -> Tensor:
+        """``Y = X + E2 β N X2`` by one autograd node for ``β N X2`` (:func:`signed_delta`).
+
+        ``E2`` scatters into the ``X2`` rows. For LICA the attention acts on ``U = W X``, and
+        ``W⁻¹ (U + E2 Δ) = X + W⁻¹ E2 Δ``: the unmixing is a product with ``L2`` columns of
+        ``W⁻¹`` (:meth:`LUTokenMixing.inverse_columns`), and ``X`` passes through exactly.
+        """
+        if self.mixing is None:
+            delta = self._signed_delta(x.index_select(1, self.idx1), x.index_select(1, self.idx2))
+            return x.index_add(1, self.idx2, delta)
+        factors = self.mixing.factors(x.dtype)
+        u = torch.matmul(self.mixing.weight(factors=factors), x)
+        columns = self.mixing.inverse_columns(factors, self.idx2)
+        delta = self._signed_delta(u.index_select(1, self.idx1), u.index_select(1, self.idx2))
+        return x + torch.matmul(columns, delta)
+
+    def _signed_delta(self, x1: Tensor, x2: Tensor) -> Tensor:
+        return signed_delta(
+            self._conditioning(x1),
+            x2,
+            self.query.weight,
+            self.key.weight,
+            self.norm_q.weight,
+            self.norm_q.bias,
+            self.norm_k.weight,
+            self.temperature_offset,
+            self.strength,
+            self.signed_mask,
+            self.strength_bound,
+            self.norm_q.eps,
         )
 
     def _signed_fused(self, x: Tensor) -> Tensor:
@@ -328,6 +368,8 @@ class InvertibleCrossAttention(FlowLayer):
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if not self.attention_enabled:
             return x, x.new_zeros(x.shape[0])
+        if self.signed and self.fused and self.l2 <= DENSE_MAX_TOKENS:
+            return self._signed_dense(x), x.new_zeros(x.shape[0])
         if self.mixing is not None:
             factors = self.mixing.factors(x.dtype)
             x = self.mixing.mix(x, factors)
