@@ -13,7 +13,7 @@ from mango.flows.fused import causal_attention, fused_available
 from mango.flows.partitions import num_variants, partition_indices, validate_tokens
 from mango.flows.signed import (
     DENSE_MAX_TOKENS,
-    signed_delta,
+    signed_layer,
     signed_mask,
     signed_strength,
     signed_temperature,
@@ -142,6 +142,13 @@ class InvertibleCrossAttention(FlowLayer):
         on_or_below = torch.tril(torch.ones(self.l2 - 1, self.l2, dtype=torch.bool))
         self.register_buffer("strict_mask", on_or_below, persistent=False)
         self.register_buffer("signed_mask", signed_mask(self.l2), persistent=False)
+        # the interpolation of X1 to L2 rows as a (L2, L1) matrix, for the one-node signed pass
+        # (float64, cast at use, so that a float64 layer interpolates exactly)
+        interp = None
+        if self.l1 != self.l2:
+            eye = torch.eye(self.l1, dtype=torch.float64)[None]
+            interp = F.interpolate(eye, size=self.l2, mode="linear", align_corners=True)[0].T
+        self.register_buffer("conditioning_map", interp, persistent=False)
 
     def extra_repr(self) -> str:
         return (
@@ -155,6 +162,11 @@ class InvertibleCrossAttention(FlowLayer):
         if self.signed:
             return signed_temperature(self.temperature_offset, self.key_dim)
         return self.log_temperature.clamp(math.log(1e-2), math.log(1e4)).exp()
+
+    @property
+    def one_node(self) -> bool:
+        """Whether the forward runs as one autograd node (signed, fused, ``L2 <= DENSE_MAX_TOKENS``)."""
+        return self.signed and self.fused and self.l2 <= DENSE_MAX_TOKENS
 
     @property
     def strength_value(self) -> Tensor:
@@ -173,38 +185,6 @@ class InvertibleCrossAttention(FlowLayer):
         return (
             torch.cat([0.5 * (positive - negative), last_row], 1),
             torch.cat([positive, last_row], 1),
-        )
-
-    def _signed_dense(self, x: Tensor) -> Tensor:
-        """``Y = X + E2 β N X2`` by one autograd node for ``β N X2`` (:func:`signed_delta`).
-
-        ``E2`` scatters into the ``X2`` rows. For LICA the attention acts on ``U = W X``, and
-        ``W⁻¹ (U + E2 Δ) = X + W⁻¹ E2 Δ``: the unmixing is a product with ``L2`` columns of
-        ``W⁻¹`` (:meth:`LUTokenMixing.inverse_columns`), and ``X`` passes through exactly.
-        """
-        if self.mixing is None:
-            delta = self._signed_delta(x.index_select(1, self.idx1), x.index_select(1, self.idx2))
-            return x.index_add(1, self.idx2, delta)
-        factors = self.mixing.factors(x.dtype)
-        u = torch.matmul(self.mixing.weight(factors=factors), x)
-        columns = self.mixing.inverse_columns(factors, self.idx2)
-        delta = self._signed_delta(u.index_select(1, self.idx1), u.index_select(1, self.idx2))
-        return x + torch.matmul(columns, delta)
-
-    def _signed_delta(self, x1: Tensor, x2: Tensor) -> Tensor:
-        return signed_delta(
-            self._conditioning(x1),
-            x2,
-            self.query.weight,
-            self.key.weight,
-            self.norm_q.weight,
-            self.norm_q.bias,
-            self.norm_k.weight,
-            self.temperature_offset,
-            self.strength,
-            self.signed_mask,
-            self.strength_bound,
-            self.norm_q.eps,
         )
 
     def _signed_fused(self, x: Tensor) -> Tensor:
@@ -368,8 +348,8 @@ class InvertibleCrossAttention(FlowLayer):
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if not self.attention_enabled:
             return x, x.new_zeros(x.shape[0])
-        if self.signed and self.fused and self.l2 <= DENSE_MAX_TOKENS:
-            return self._signed_dense(x), x.new_zeros(x.shape[0])
+        if self.one_node:
+            return signed_layer(self, x), x.new_zeros(x.shape[0])
         if self.mixing is not None:
             factors = self.mixing.factors(x.dtype)
             x = self.mixing.mix(x, factors)

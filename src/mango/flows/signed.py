@@ -15,7 +15,7 @@ with ``τ = √d_k (1 + softplus(t))`` and ``β = β_{max} \\tanh(b)``. The last
 and their difference is an exact zero (with a zero gradient), and ``±S`` share one softmax call.
 
 For short sequences the time of this map is almost all per-operation overhead, so
-:class:`_SignedDelta` runs it as one autograd node: a forward of about fifteen kernels that keeps
+:func:`signed_layer` runs the whole layer as one autograd node: a forward of about fifteen kernels that keeps
 ``P^{\\pm}`` (``2 · B · L2²`` numbers), and a backward written by hand. With ``G = dΔ X_2^{\\top} β``
 and ``r^{\\pm}`` the row sums of ``G ∘ P^{\\pm}``,
 
@@ -29,13 +29,16 @@ then the usual products for ``q``, ``k``, ``τ`` and the two LayerNorms. Longer 
 flash kernel, which never forms ``P^{\\pm}`` (:mod:`mango.flows.fused`).
 
 Example:
-    >>> h, x2 = torch.randn(2, 5, 4, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)
-    >>> params = [torch.randn(6, 4), torch.randn(6, 4), torch.ones(6), torch.zeros(6), torch.ones(6)]
-    >>> params = [p.double().requires_grad_() for p in params]
-    >>> t, b = torch.tensor(-4.0, dtype=torch.float64), torch.tensor(0.4, dtype=torch.float64)
-    >>> inputs = (h.requires_grad_(), x2.requires_grad_(), *params, t.requires_grad_(), b.requires_grad_())
-    >>> mask = signed_mask(5)
-    >>> torch.autograd.gradcheck(lambda *a: signed_delta(*a, mask, 0.5, 1e-5), inputs)
+    >>> from mango.flows import ActNorm, InvertibleCrossAttention
+    >>> layer = InvertibleCrossAttention(3, (4, 5), "mmca", 1).double()
+    >>> norm = ActNorm(3).double().eval()
+    >>> with torch.no_grad():
+    ...     for p in [*layer.parameters(), *norm.parameters()]:
+    ...         _ = p.add_(0.3 * torch.randn_like(p))
+    >>> x = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
+    >>> torch.allclose(signed_layer(layer, x, norm), layer(norm(x)[0])[0])
+    True
+    >>> torch.autograd.gradcheck(lambda x: signed_layer(layer, x, norm), (x,))
     True
 """
 
@@ -77,127 +80,194 @@ def signed_probabilities(q: Tensor, k: Tensor, inv_tau: Tensor, mask: Tensor) ->
     return torch.softmax(logits.masked_fill(mask, -math.inf), dim=-1)
 
 
-class _SignedDelta(torch.autograd.Function):
-    """``Δ = β N X2`` from ``H``, ``X2`` and the layer's parameters, with a hand-written backward."""
+def _delta_forward(
+    h: Tensor, x2: Tensor, params: tuple[Tensor, ...], mask: Tensor, bound: float, eps: float
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``Δ = β N X2`` and what its backward needs; ``params = (W_q, W_k, γ_q, b_q, γ_k, t, b)``."""
+    w_q, w_k, gamma_q, beta_q, gamma_k, offset, strength = params
+    batch, l2, _ = h.shape
+    e = w_q.shape[0]
+    inv_tau = 1 / signed_temperature(offset, e)
+    tanh_b = torch.tanh(strength)
+    u = F.linear(h, torch.cat([w_q, w_k])).view(batch, l2, 2, e)
+    normed, _, rstd = torch.native_layer_norm(u, (e,), None, None, eps)
+    q = torch.addcmul(beta_q, normed[:, :, 0], gamma_q)
+    k = normed[:, :, 1] * gamma_k
+    p = signed_probabilities(q, k, inv_tau, mask)
+    n = (p[0] - p[1]).mul_(0.5)
+    m = torch.bmm(n, x2)
+    saved = (
+        h,
+        x2,
+        w_q,
+        w_k,
+        gamma_q,
+        gamma_k,
+        normed,
+        rstd,
+        q,
+        k,
+        p,
+        n,
+        m,
+        inv_tau,
+        offset,
+        tanh_b,
+    )
+    return m * (bound * tanh_b), saved
+
+
+def _delta_backward(saved: tuple[Tensor, ...], grad: Tensor, bound: float) -> tuple[Tensor, ...]:
+    """``(∂ℓ/∂H, ∂ℓ/∂X2, ∂ℓ/∂params...)`` of :func:`_delta_forward` for ``grad = ∂ℓ/∂Δ``."""
+    h, x2, w_q, w_k, gamma_q, gamma_k, normed, rstd, q, k, p, n, m, inv_tau, offset, tanh_b = saved
+    e = w_q.shape[0]
+    grad_m = grad * (bound * tanh_b)
+    grad_strength = (grad * m).sum() * bound * (1 - tanh_b.square())
+    grad_x2 = torch.bmm(n.mT, grad_m)
+    g = torch.bmm(grad_m, x2.mT)  # ∂ℓ/∂N
+    gp = p * g
+    d = gp - p * gp.sum(-1, keepdim=True)
+    # grad_s = ∂ℓ/∂S for S = q kᵀ τ⁻¹, so ∂ℓ/∂q = τ⁻¹ grad_s k, ∂ℓ/∂k = τ⁻¹ grad_sᵀ q and
+    # ∂ℓ/∂τ⁻¹ = Σ q ∘ (grad_s k)
+    grad_s = (d[0] + d[1]) * 0.5
+    a = torch.bmm(grad_s, k)
+    grad_inv_tau = (a * q).sum()
+    grad_q = a * inv_tau
+    grad_k = torch.bmm(grad_s.mT, q) * inv_tau
+    # τ = √e (1 + softplus(t)): ∂τ⁻¹/∂t = -τ⁻² √e sigmoid(t)
+    grad_offset = -grad_inv_tau * inv_tau.square() * math.sqrt(e) * torch.sigmoid(offset)
+    n_q, n_k = normed[:, :, 0], normed[:, :, 1]
+    grad_gamma_q = (grad_q * n_q).sum((0, 1))
+    grad_beta_q = grad_q.sum((0, 1))
+    grad_gamma_k = (grad_k * n_k).sum((0, 1))
+    gn = torch.stack([grad_q * gamma_q, grad_k * gamma_k], 2)
+    grad_u = rstd * (gn - gn.mean(-1, keepdim=True) - normed * (gn * normed).mean(-1, keepdim=True))
+    grad_u = grad_u.reshape(*h.shape[:2], 2 * e)  # reshape, not flatten: vmap (jacobian)
+    grad_w = grad_u.reshape(-1, 2 * e).mT @ h.reshape(-1, h.shape[2])
+    grad_h = grad_u @ torch.cat([w_q, w_k])
+    return (
+        grad_h,
+        grad_x2,
+        grad_w[:e],
+        grad_w[e:],
+        grad_gamma_q,
+        grad_beta_q,
+        grad_gamma_k,
+        grad_offset,
+        grad_strength,
+    )
+
+
+class _SignedLayer(torch.autograd.Function):
+    """The whole signed ICA layer (optionally after an ActNorm) as one autograd node.
+
+    ``X' = X e^{s} + b`` (ActNorm; skipped without ``log_scale``), ``U = X'`` or ``W X'`` (LICA),
+    ``Y = X' + E2 Δ`` or ``X' + C Δ`` with ``C = W⁻¹ E2`` (LICA), ``Δ`` from :func:`_delta_forward`
+    on ``H = U[idx1]`` (or ``M U[idx1]``, the interpolation ``M``) and ``X2 = U[idx2]``.
+    """
 
     @staticmethod
     def forward(
         ctx: Any,
-        h: Tensor,
-        x2: Tensor,
-        w_q: Tensor,
-        w_k: Tensor,
-        gamma_q: Tensor,
-        beta_q: Tensor,
-        gamma_k: Tensor,
-        offset: Tensor,
-        strength: Tensor,
+        x: Tensor,
+        log_scale: Tensor | None,
+        bias: Tensor | None,
+        weight: Tensor | None,
+        columns: Tensor | None,
+        interp: Tensor | None,
+        idx1: Tensor,
+        idx2: Tensor,
         mask: Tensor,
         bound: float,
         eps: float,
+        *params: Tensor,
     ) -> Tensor:
-        batch, l2, _ = h.shape
-        e = w_q.shape[0]
-        inv_tau = 1 / signed_temperature(offset, e)
-        tanh_b = torch.tanh(strength)
-        beta = bound * tanh_b
-        u = F.linear(h, torch.cat([w_q, w_k])).view(batch, l2, 2, e)
-        normed, _, rstd = torch.native_layer_norm(u, (e,), None, None, eps)
-        q = torch.addcmul(beta_q, normed[:, :, 0], gamma_q)
-        k = normed[:, :, 1] * gamma_k
-        p = signed_probabilities(q, k, inv_tau, mask)
-        n = (p[0] - p[1]).mul_(0.5)
-        m = torch.bmm(n, x2)
-        ctx.save_for_backward(
-            h,
-            x2,
-            w_q,
-            w_k,
-            gamma_q,
-            gamma_k,
-            normed,
-            rstd,
-            q,
-            k,
-            p,
-            n,
-            m,
-            inv_tau,
-            beta,
-            offset,
-            tanh_b,
-        )
+        scale = None if log_scale is None else log_scale.exp()
+        xa = x if scale is None else torch.addcmul(bias, x, scale)
+        u = xa if weight is None else torch.matmul(weight, xa)
+        x1 = u.index_select(1, idx1)
+        h = x1 if interp is None else torch.matmul(interp, x1)
+        delta, saved = _delta_forward(h, u.index_select(1, idx2), params, mask, bound, eps)
+        y = xa.index_add(1, idx2, delta) if weight is None else xa + torch.matmul(columns, delta)
+        ctx.save_for_backward(x, scale, xa, weight, columns, interp, idx1, idx2, delta, *saved)
         ctx.bound = bound
-        return m * beta
+        return y
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        h, x2, w_q, w_k, gamma_q, gamma_k, normed, rstd, q, k, p, n, m = ctx.saved_tensors[:13]
-        inv_tau, beta, offset, tanh_b = ctx.saved_tensors[13:]
-        e = w_q.shape[0]
-        grad_m = grad * beta
-        grad_strength = (grad * m).sum() * ctx.bound * (1 - tanh_b.square())
-        grad_x2 = torch.bmm(n.mT, grad_m)
-        g = torch.bmm(grad_m, x2.mT)  # ∂ℓ/∂N
-        gp = p * g
-        d = gp - p * gp.sum(-1, keepdim=True)
-        # grad_s = ∂ℓ/∂S for S = q kᵀ τ⁻¹, so ∂ℓ/∂q = τ⁻¹ grad_s k, ∂ℓ/∂k = τ⁻¹ grad_sᵀ q and
-        # ∂ℓ/∂τ⁻¹ = Σ q ∘ (grad_s k)
-        grad_s = (d[0] + d[1]) * 0.5
-        a = torch.bmm(grad_s, k)
-        grad_inv_tau = (a * q).sum()
-        grad_q = a * inv_tau
-        grad_k = torch.bmm(grad_s.mT, q) * inv_tau
-        # τ = √e (1 + softplus(t)): ∂τ⁻¹/∂t = -τ⁻² √e sigmoid(t)
-        grad_offset = -grad_inv_tau * inv_tau.square() * math.sqrt(e) * torch.sigmoid(offset)
-        n_q, n_k = normed[:, :, 0], normed[:, :, 1]
-        grad_gamma_q = (grad_q * n_q).sum((0, 1))
-        grad_beta_q = grad_q.sum((0, 1))
-        grad_gamma_k = (grad_k * n_k).sum((0, 1))
-        gn = torch.stack([grad_q * gamma_q, grad_k * gamma_k], 2)
-        grad_u = rstd * (
-            gn - gn.mean(-1, keepdim=True) - normed * (gn * normed).mean(-1, keepdim=True)
-        )
-        grad_u = grad_u.reshape(*h.shape[:2], 2 * e)  # reshape, not flatten: vmap (jacobian)
-        w = torch.cat([w_q, w_k])
-        grad_w = grad_u.reshape(-1, 2 * e).mT @ h.reshape(-1, h.shape[2])
-        grad_h = grad_u @ w
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
+        x, scale, xa, weight, columns, interp, idx1, idx2, delta, *saved = ctx.saved_tensors
+        if weight is None:
+            grad_delta, grad_columns = grad_y.index_select(1, idx2), None
+        else:
+            grad_delta = torch.matmul(columns.mT, grad_y)
+            grad_columns = torch.bmm(grad_y, delta.mT).sum(0)  # no einsum: vmap
+        grad_h, grad_x2, *grad_params = _delta_backward(tuple(saved), grad_delta, ctx.bound)
+        grad_x1 = grad_h if interp is None else torch.matmul(interp.mT, grad_h)
+        if weight is None:
+            grad_xa, grad_weight = (
+                grad_y.index_add(1, idx1, grad_x1).index_add_(1, idx2, grad_x2),
+                None,
+            )
+        else:
+            grad_u = (
+                torch.empty_like(grad_y).index_copy_(1, idx1, grad_x1).index_copy_(1, idx2, grad_x2)
+            )
+            grad_xa = grad_y + torch.matmul(weight.mT, grad_u)
+            grad_weight = torch.bmm(grad_u, xa.mT).sum(0)
+        if scale is None:
+            grad_x, grad_log_scale, grad_bias = grad_xa, None, None
+        else:
+            grad_x = grad_xa * scale
+            grad_log_scale = (grad_x * x).sum((0, 1))
+            grad_bias = grad_xa.sum((0, 1))
         return (
-            grad_h,
-            grad_x2,
-            grad_w[:e],
-            grad_w[e:],
-            grad_gamma_q,
-            grad_beta_q,
-            grad_gamma_k,
-            grad_offset,
-            grad_strength,
+            grad_x,
+            grad_log_scale,
+            grad_bias,
+            grad_weight,
+            grad_columns,
             None,
             None,
             None,
+            None,
+            None,
+            None,
+            *grad_params,
         )
 
 
-def signed_delta(
-    h: Tensor,
-    x2: Tensor,
-    w_q: Tensor,
-    w_k: Tensor,
-    gamma_q: Tensor,
-    beta_q: Tensor,
-    gamma_k: Tensor,
-    offset: Tensor,
-    strength: Tensor,
-    mask: Tensor,
-    bound: float,
-    eps: float,
-) -> Tensor:
-    """``Δ = β N X2`` (B, L2, D) as one autograd node (see the module docstring).
+def signed_layer(layer: Any, x: Tensor, actnorm: Any = None) -> Tensor:
+    """``Y`` of the signed ICA ``layer`` (an :class:`InvertibleCrossAttention`) as one node.
 
-    ``h`` (B, L2, D) is the conditioning ``H``; ``w_q``, ``w_k`` (E, D) the projections;
-    ``gamma_q``, ``beta_q``, ``gamma_k`` the LayerNorms' affine parts (the key norm has no bias);
-    ``offset`` and ``strength`` the raw ``t`` and ``b``; ``mask`` from :func:`signed_mask`.
+    With ``actnorm`` (an :class:`ActNorm` run just before it) the node computes
+    ``layer(actnorm(x))``; the ActNorm's log-det is the caller's. For LICA the attention acts on
+    ``U = W X``, and ``W⁻¹ (U + E2 Δ) = X + W⁻¹ E2 Δ``: the unmixing is a product with ``L2``
+    columns of ``W⁻¹`` (:meth:`LUTokenMixing.inverse_columns`), and ``X`` passes through exactly.
     """
-    return _SignedDelta.apply(
-        h, x2, w_q, w_k, gamma_q, beta_q, gamma_k, offset, strength, mask, bound, eps
+    weight = columns = log_scale = bias = None
+    if layer.mixing is not None:
+        factors = layer.mixing.factors(x.dtype)
+        weight = layer.mixing.weight(factors=factors)
+        columns = layer.mixing.inverse_columns(factors, layer.idx2)
+    if actnorm is not None:
+        log_scale, bias = actnorm.log_scale.to(x.dtype), actnorm.bias.to(x.dtype)
+    return _SignedLayer.apply(
+        x,
+        log_scale,
+        bias,
+        weight,
+        columns,
+        None if layer.conditioning_map is None else layer.conditioning_map.to(x.dtype),
+        layer.idx1,
+        layer.idx2,
+        layer.signed_mask,
+        layer.strength_bound,
+        layer.norm_q.eps,
+        layer.query.weight,
+        layer.key.weight,
+        layer.norm_q.weight,
+        layer.norm_q.bias,
+        layer.norm_k.weight,
+        layer.temperature_offset,
+        layer.strength,
     )
