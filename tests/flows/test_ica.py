@@ -175,7 +175,7 @@ def test_fused_forward_and_gradients_equal_dense(
         assert torch.allclose(a, b, atol=1e-10)
 
 
-@pytest.mark.parametrize("attention", ["gated", "softmax", "identity_plus"])
+@pytest.mark.parametrize("attention", ["gated", "softmax", "identity_plus", "signed"])
 def test_no_grad_inverse_equals_autograd_inverse(attention):
     """The buffer-reusing inverse used under no_grad computes the same A and log-det."""
     torch.manual_seed(0)

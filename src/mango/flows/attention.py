@@ -15,6 +15,7 @@ from mango.flows.signed import (
     DENSE_MAX_TOKENS,
     signed_layer,
     signed_mask,
+    signed_probabilities,
     signed_strength,
     signed_temperature,
 )
@@ -201,17 +202,27 @@ class InvertibleCrossAttention(FlowLayer):
         keys = k[:, :-1, None].transpose(1, 2).expand(-1, 2, -1, -1)
         values = x2[:, :-1, None].transpose(1, 2).expand(-1, 2, -1, -1)
         both = F.scaled_dot_product_attention(heads, keys, values, is_causal=True, scale=1.0)
-        # rows 1.. of N X2, reversed order; the CPU kernel turns NaN queries into finite output,
-        # so 0 · Σq keeps a non-finite query visible to the flow's NaN guard (no device sync)
-        mixed = 0.5 * (both[:, 0] - both[:, 1]) + 0.0 * q.sum((1, 2), keepdim=True)
-        y2 = torch.cat([x2[:, :1], x2[:, 1:] + self.strength_value.to(x.dtype) * mixed], 1)
-        return self._merge(x1, y2, reversed_order=True)
+        # rows 1.. of 2 N X2, reversed order, added into X's X2 rows; the CPU kernel turns NaN
+        # queries into finite output, so 0 · Σq keeps a non-finite query visible to the flow's
+        # NaN guard (no device sync)
+        coefficient = 0.5 * self.strength_value.to(x.dtype) + 0.0 * q.sum((1, 2), keepdim=True)
+        return x.index_add(1, self.idx2_reversed[1:], (both[:, 0] - both[:, 1]) * coefficient)
 
     def _signed_matrix(self, x1: Tensor) -> tuple[Tensor, Tensor]:
         """``(A, P+)`` of the signed form: ``A = I + β N``."""
         n, positive = self._signed_mixing(x1)
         eye = torch.eye(self.l2, dtype=x1.dtype, device=x1.device)
         return eye + self.strength_value.to(x1.dtype) * n, positive
+
+    def _signed_inverse_matrix(self, y1: Tensor) -> Tensor:
+        """``A = I + β N`` for the inverse; under ``no_grad`` built in the softmax's buffer."""
+        if torch.is_grad_enabled():
+            return self._signed_matrix(y1)[0]
+        q, k = self._queries_keys(y1, scale=1.0 / self.temperature.to(y1.dtype))
+        p = signed_probabilities(q, k, self.signed_mask)
+        a = p[0].sub_(p[1]).mul_(0.5 * self.strength_value.to(y1.dtype))
+        a.diagonal(dim1=-2, dim2=-1).add_(1.0)
+        return a
 
     def log_coefficients(self) -> tuple[Tensor, Tensor]:
         """``(log c0, log c1)`` of ``A = c0 I + c1 P`` (``log c0`` may be ``-inf``)."""
@@ -366,7 +377,7 @@ class InvertibleCrossAttention(FlowLayer):
             y = self.mixing.mix(y, factors)
         y1, y2 = y.index_select(1, self.idx1), y.index_select(1, self.idx2)
         if self.signed:
-            a, log_diag = self._signed_matrix(y1)[0], y.new_zeros(y.shape[0], self.l2)
+            a, log_diag = self._signed_inverse_matrix(y1), y.new_zeros(y.shape[0], self.l2)
         elif torch.is_grad_enabled():
             a, log_diag, _ = self._attention(y1)
         else:

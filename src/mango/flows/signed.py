@@ -73,17 +73,19 @@ def signed_strength(strength: Tensor, bound: float) -> Tensor:
     return bound * torch.tanh(strength)
 
 
-def signed_probabilities(q: Tensor, k: Tensor, inv_tau: Tensor, mask: Tensor) -> Tensor:
-    """``(P+, P-)`` stacked, (2, B, L2, L2), from queries and keys (B, L2, E)."""
+def signed_probabilities(q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
+    """``(P+, P-)`` stacked, (2, B, L2, L2), from queries ``q`` (already divided by ``τ``) and keys."""
     s = torch.bmm(q, k.mT)
-    logits = torch.stack([s, -s]) * inv_tau
-    return torch.softmax(logits.masked_fill(mask, -math.inf), dim=-1)
+    return torch.softmax(torch.stack([s, -s]).masked_fill_(mask, -math.inf), dim=-1)
 
 
 def _delta_forward(
     h: Tensor, x2: Tensor, params: tuple[Tensor, ...], mask: Tensor, bound: float, eps: float
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """``Δ = β N X2`` and what its backward needs; ``params = (W_q, W_k, γ_q, b_q, γ_k, t, b)``."""
+    """``Δ = β N X2`` and what its backward needs; ``params = (W_q, W_k, γ_q, b_q, γ_k, t, b)``.
+
+    ``2N = P+ - P-`` is kept unscaled and the ``½`` goes into ``β``.
+    """
     w_q, w_k, gamma_q, beta_q, gamma_k, offset, strength = params
     batch, l2, _ = h.shape
     e = w_q.shape[0]
@@ -92,48 +94,31 @@ def _delta_forward(
     u = F.linear(h, torch.cat([w_q, w_k])).view(batch, l2, 2, e)
     normed, _, rstd = torch.native_layer_norm(u, (e,), None, None, eps)
     q = torch.addcmul(beta_q, normed[:, :, 0], gamma_q)
+    q_scaled = q * inv_tau
     k = normed[:, :, 1] * gamma_k
-    p = signed_probabilities(q, k, inv_tau, mask)
-    n = (p[0] - p[1]).mul_(0.5)
-    m = torch.bmm(n, x2)
-    saved = (
-        h,
-        x2,
-        w_q,
-        w_k,
-        gamma_q,
-        gamma_k,
-        normed,
-        rstd,
-        q,
-        k,
-        p,
-        n,
-        m,
-        inv_tau,
-        offset,
-        tanh_b,
-    )
-    return m * (bound * tanh_b), saved
+    p = signed_probabilities(q_scaled, k, mask)
+    n2 = p[0] - p[1]
+    m = torch.bmm(n2, x2)
+    saved = (h, x2, w_q, w_k, gamma_q, gamma_k, normed, rstd, q, q_scaled, k, p, n2, m)
+    return m * (0.5 * bound * tanh_b), (*saved, inv_tau, offset, tanh_b)
 
 
 def _delta_backward(saved: tuple[Tensor, ...], grad: Tensor, bound: float) -> tuple[Tensor, ...]:
     """``(∂ℓ/∂H, ∂ℓ/∂X2, ∂ℓ/∂params...)`` of :func:`_delta_forward` for ``grad = ∂ℓ/∂Δ``."""
-    h, x2, w_q, w_k, gamma_q, gamma_k, normed, rstd, q, k, p, n, m, inv_tau, offset, tanh_b = saved
+    h, x2, w_q, w_k, gamma_q, gamma_k, normed, rstd, q, q_scaled, k, p, n2, m = saved[:14]
+    inv_tau, offset, tanh_b = saved[14:]
     e = w_q.shape[0]
-    grad_m = grad * (bound * tanh_b)
-    grad_strength = (grad * m).sum() * bound * (1 - tanh_b.square())
-    grad_x2 = torch.bmm(n.mT, grad_m)
-    g = torch.bmm(grad_m, x2.mT)  # ∂ℓ/∂N
+    grad_m = grad * (0.5 * bound * tanh_b)
+    grad_strength = (grad * m).sum() * (0.5 * bound) * (1 - tanh_b.square())
+    grad_x2 = torch.bmm(n2.mT, grad_m)
+    g = torch.bmm(grad_m, x2.mT)  # ∂ℓ/∂P+ = -∂ℓ/∂P-
     gp = p * g
-    d = gp - p * gp.sum(-1, keepdim=True)
-    # grad_s = ∂ℓ/∂S for S = q kᵀ τ⁻¹, so ∂ℓ/∂q = τ⁻¹ grad_s k, ∂ℓ/∂k = τ⁻¹ grad_sᵀ q and
-    # ∂ℓ/∂τ⁻¹ = Σ q ∘ (grad_s k)
-    grad_s = (d[0] + d[1]) * 0.5
-    a = torch.bmm(grad_s, k)
+    # ∂ℓ/∂S for S = (q/τ) kᵀ: the softmax backward of both signs (∂(±S)/∂S = ±1, ∂ℓ/∂P± = ±g)
+    grad_s = torch.addcmul(gp, p, gp.sum(-1, keepdim=True), value=-1).sum(0)
+    a = torch.bmm(grad_s, k)  # ∂ℓ/∂(q/τ)
     grad_inv_tau = (a * q).sum()
     grad_q = a * inv_tau
-    grad_k = torch.bmm(grad_s.mT, q) * inv_tau
+    grad_k = torch.bmm(grad_s.mT, q_scaled)
     # τ = √e (1 + softplus(t)): ∂τ⁻¹/∂t = -τ⁻² √e sigmoid(t)
     grad_offset = -grad_inv_tau * inv_tau.square() * math.sqrt(e) * torch.sigmoid(offset)
     n_q, n_k = normed[:, :, 0], normed[:, :, 1]
