@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mango.flows.backprop import input_gradients_only
+
 #: Longest ``X2`` (tokens) run by the dense one-node pass; longer ones use the flash kernel.
 #: Measured on a 2-core CPU (docs/performance.md): the dense pass is faster up to about here.
 DENSE_MAX_TOKENS = 128
@@ -103,41 +105,44 @@ def _delta_forward(
     return m * (0.5 * bound * tanh_b), (*saved, inv_tau, offset, tanh_b)
 
 
-def _delta_backward(saved: tuple[Tensor, ...], grad: Tensor, bound: float) -> tuple[Tensor, ...]:
-    """``(∂ℓ/∂H, ∂ℓ/∂X2, ∂ℓ/∂params...)`` of :func:`_delta_forward` for ``grad = ∂ℓ/∂Δ``."""
+def _delta_backward(
+    saved: tuple[Tensor, ...], grad: Tensor, bound: float, params: bool
+) -> tuple[Tensor | None, ...]:
+    """``(∂ℓ/∂H, ∂ℓ/∂X2, ∂ℓ/∂params...)`` of :func:`_delta_forward` for ``grad = ∂ℓ/∂Δ``.
+
+    Without ``params`` the parameter gradients are ``None`` (an input-only product).
+    """
     h, x2, w_q, w_k, gamma_q, gamma_k, normed, rstd, q, q_scaled, k, p, n2, m = saved[:14]
     inv_tau, offset, tanh_b = saved[14:]
     e = w_q.shape[0]
     grad_m = grad * (0.5 * bound * tanh_b)
-    grad_strength = (grad * m).sum() * (0.5 * bound) * (1 - tanh_b.square())
     grad_x2 = torch.bmm(n2.mT, grad_m)
     g = torch.bmm(grad_m, x2.mT)  # ∂ℓ/∂P+ = -∂ℓ/∂P-
     gp = p * g
     # ∂ℓ/∂S for S = (q/τ) kᵀ: the softmax backward of both signs (∂(±S)/∂S = ±1, ∂ℓ/∂P± = ±g)
     grad_s = torch.addcmul(gp, p, gp.sum(-1, keepdim=True), value=-1).sum(0)
     a = torch.bmm(grad_s, k)  # ∂ℓ/∂(q/τ)
-    grad_inv_tau = (a * q).sum()
     grad_q = a * inv_tau
     grad_k = torch.bmm(grad_s.mT, q_scaled)
-    # τ = √e (1 + softplus(t)): ∂τ⁻¹/∂t = -τ⁻² √e sigmoid(t)
-    grad_offset = -grad_inv_tau * inv_tau.square() * math.sqrt(e) * torch.sigmoid(offset)
-    n_q, n_k = normed[:, :, 0], normed[:, :, 1]
-    grad_gamma_q = (grad_q * n_q).sum((0, 1))
-    grad_beta_q = grad_q.sum((0, 1))
-    grad_gamma_k = (grad_k * n_k).sum((0, 1))
     gn = torch.stack([grad_q * gamma_q, grad_k * gamma_k], 2)
     grad_u = rstd * (gn - gn.mean(-1, keepdim=True) - normed * (gn * normed).mean(-1, keepdim=True))
     grad_u = grad_u.reshape(*h.shape[:2], 2 * e)  # reshape, not flatten: vmap (jacobian)
-    grad_w = grad_u.reshape(-1, 2 * e).mT @ h.reshape(-1, h.shape[2])
     grad_h = grad_u @ torch.cat([w_q, w_k])
+    if not params:
+        return (grad_h, grad_x2, *[None] * 7)
+    grad_strength = (grad * m).sum() * (0.5 * bound) * (1 - tanh_b.square())
+    # τ = √e (1 + softplus(t)): ∂τ⁻¹/∂t = -τ⁻² √e sigmoid(t)
+    grad_inv_tau = (a * q).sum()
+    grad_offset = -grad_inv_tau * inv_tau.square() * math.sqrt(e) * torch.sigmoid(offset)
+    grad_w = grad_u.reshape(-1, 2 * e).mT @ h.reshape(-1, h.shape[2])
     return (
         grad_h,
         grad_x2,
         grad_w[:e],
         grad_w[e:],
-        grad_gamma_q,
-        grad_beta_q,
-        grad_gamma_k,
+        (grad_q * normed[:, :, 0]).sum((0, 1)),
+        grad_q.sum((0, 1)),
+        (grad_k * normed[:, :, 1]).sum((0, 1)),
         grad_offset,
         grad_strength,
     )
@@ -181,28 +186,27 @@ class _SignedLayer(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
         x, scale, xa, weight, columns, interp, idx1, idx2, delta, *saved = ctx.saved_tensors
+        params = not input_gradients_only()
+        grad_columns = grad_weight = grad_log_scale = grad_bias = None
         if weight is None:
-            grad_delta, grad_columns = grad_y.index_select(1, idx2), None
+            grad_delta = grad_y.index_select(1, idx2)
         else:
             grad_delta = torch.matmul(columns.mT, grad_y)
-            grad_columns = torch.bmm(grad_y, delta.mT).sum(0)  # no einsum: vmap
-        grad_h, grad_x2, *grad_params = _delta_backward(tuple(saved), grad_delta, ctx.bound)
+            if params:
+                grad_columns = torch.bmm(grad_y, delta.mT).sum(0)  # no einsum: vmap
+        grad_h, grad_x2, *grad_params = _delta_backward(tuple(saved), grad_delta, ctx.bound, params)
         grad_x1 = grad_h if interp is None else torch.matmul(interp.mT, grad_h)
         if weight is None:
-            grad_xa, grad_weight = (
-                grad_y.index_add(1, idx1, grad_x1).index_add_(1, idx2, grad_x2),
-                None,
-            )
+            grad_xa = grad_y.index_add(1, idx1, grad_x1).index_add_(1, idx2, grad_x2)
         else:
             grad_u = (
                 torch.empty_like(grad_y).index_copy_(1, idx1, grad_x1).index_copy_(1, idx2, grad_x2)
             )
             grad_xa = grad_y + torch.matmul(weight.mT, grad_u)
-            grad_weight = torch.bmm(grad_u, xa.mT).sum(0)
-        if scale is None:
-            grad_x, grad_log_scale, grad_bias = grad_xa, None, None
-        else:
-            grad_x = grad_xa * scale
+            if params:
+                grad_weight = torch.bmm(grad_u, xa.mT).sum(0)
+        grad_x = grad_xa if scale is None else grad_xa * scale
+        if scale is not None and params:
             grad_log_scale = (grad_x * x).sum((0, 1))
             grad_bias = grad_xa.sum((0, 1))
         return (
