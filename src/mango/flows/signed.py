@@ -15,9 +15,10 @@ with ``τ = √d_k (1 + softplus(t))`` and ``β = β_{max} \\tanh(b)``. The last
 and their difference is an exact zero (with a zero gradient), and ``±S`` share one softmax call.
 
 For short sequences the time of this map is almost all per-operation overhead, so
-:func:`signed_layer` runs the whole layer as one autograd node: a forward of about fifteen kernels that keeps
-``P^{\\pm}`` (``2 · B · L2²`` numbers), and a backward written by hand. With ``G = dΔ X_2^{\\top} β``
-and ``r^{\\pm}`` the row sums of ``G ∘ P^{\\pm}``,
+:func:`signed_layer` runs the whole layer (with the ActNorm before it, and LICA's token mixing)
+as one autograd node: a forward of about twenty kernels that keeps ``P^{\\pm}``
+(``2 · B · L2²`` numbers), and a backward written by hand. With ``G = β dΔ X_2^{\\top}``
+(``∂ℓ/∂N``) and ``r^{\\pm}`` the row sums of ``G ∘ P^{\\pm}``,
 
 .. math::
 
@@ -25,8 +26,10 @@ and ``r^{\\pm}`` the row sums of ``G ∘ P^{\\pm}``,
     \\frac{\\partial \\ell}{\\partial S} = \\tfrac12 \\big(P^{+} ∘ (G - r^{+})
         + P^{-} ∘ (G - r^{-})\\big),
 
-then the usual products for ``q``, ``k``, ``τ`` and the two LayerNorms. Longer sequences use the
-flash kernel, which never forms ``P^{\\pm}`` (:mod:`mango.flows.fused`).
+then the usual products for ``q``, ``k``, ``τ`` and the two LayerNorms; inside the input-only
+product of the detached NLL (:func:`~mango.flows.backprop.input_gradients_only`) the parameter
+gradients are skipped. Longer sequences use the flash kernel, which never forms ``P^{\\pm}``
+(:mod:`mango.flows.fused`).
 
 Example:
     >>> from mango.flows import ActNorm, InvertibleCrossAttention
