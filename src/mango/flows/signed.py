@@ -57,8 +57,9 @@ from torch import Tensor
 from mango.flows.backprop import input_gradients_only
 
 #: Longest ``X2`` (tokens) run by the dense one-node pass; longer ones use the flash kernel.
-#: Measured on a 2-core CPU (docs/performance.md): the dense pass is faster up to about here.
-DENSE_MAX_TOKENS = 128
+#: Measured on a 2-core CPU (docs/performance.md): up to here the dense pass is 1.6-1.8x faster;
+#: at 96-128 tokens it gains only 6-19% and keeps 2·B·L2² numbers per layer, so the kernel runs.
+DENSE_MAX_TOKENS = 64
 
 
 def signed_mask(l2: int, device: torch.device | None = None) -> Tensor:
