@@ -166,7 +166,7 @@ class InvertibleCrossAttention(FlowLayer):
 
     @property
     def one_node(self) -> bool:
-        """Whether the forward runs as one autograd node (signed, fused, ``L2 <= DENSE_MAX_TOKENS``)."""
+        """Whether the forward is one autograd node: signed, fused and ``L2 <= DENSE_MAX_TOKENS``."""
         return self.signed and self.fused and self.l2 <= DENSE_MAX_TOKENS
 
     @property

@@ -86,10 +86,10 @@ class MangoBlock(SequentialFlow):
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The layers in order; each ``ActNorm -> signed ICA`` pair that can runs as one node.
 
-        A pair folds when the ICA layer runs its one-node pass (:attr:`~InvertibleCrossAttention.one_node`),
-        the ActNorm needs no data-dependent initialisation and neither has forward hooks
-        (:func:`~mango.flows.signed.signed_layer`). The folded ActNorms' log-dets
-        ``L Σ_d s_d`` are summed once.
+        A pair folds (:func:`~mango.flows.signed.signed_layer`) when the ICA layer runs its
+        one-node pass (:attr:`InvertibleCrossAttention.one_node`), the ActNorm needs no
+        data-dependent initialisation and neither layer has forward hooks. The folded ActNorms'
+        log-dets ``L Σ_d s_d`` are summed once.
         """
         layers = list(self.layers)
         logdets, folded = [], []
@@ -117,7 +117,12 @@ def _folds(norm: FlowLayer, ica: FlowLayer | None) -> bool:
         and ica.one_node
         and ica.attention_enabled
         and not (norm.training and not norm._ready)
-        and not (norm._forward_hooks or ica._forward_hooks or norm._forward_pre_hooks)
+        and not (
+            norm._forward_hooks
+            or norm._forward_pre_hooks
+            or ica._forward_hooks
+            or ica._forward_pre_hooks
+        )
     )
 
 
