@@ -15,7 +15,7 @@ def test_bench_quick_writes_every_row(tmp_path):
     assert main(["bench", "--quick", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     names = [row["row"][:2] for row in result["rows"]]
-    assert names == ["1.", "2.", "3.", "4.", "5."]
+    assert names == ["1.", "2.", "3.", "4.", "5.", "7.", "8."]
     assert all(
         row["mango"] > 0 and row["baseline"] > 0 and row["ratio"] > 0 for row in result["rows"]
     )
@@ -25,6 +25,12 @@ def test_bench_quick_writes_every_row(tmp_path):
     memory = result["rows"][3]
     assert memory["twelve_blocks_without_memory_saving_mib"] > 10 * memory["mango"]
     assert [s["tokens_per_modality"] for s in result["scaling"]] == [256, 512, 1024]
+    bound = result["rows"][5]  # row 7: the step against FLOPs / matmul throughput, both stated
+    assert bound["goal"] == "<= 3x slower"
+    assert bound["gflop_counted"] > 0 and bound["matmul_gflops"] > 0
+    assert bound["step_without_detached_nll_ms"] > 0
+    demo = result["rows"][6]  # row 8: the demo's fusion model against its concatenation model
+    assert demo["goal"] == "<= 1.5x slower" and "conv-small" in demo["shape"]
 
 
 def test_verdict_follows_ratio_and_goal():

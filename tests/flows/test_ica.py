@@ -134,10 +134,16 @@ def test_flows_never_use_dense_determinants_or_inverses():
     "partition,variant,tokens", [("mmca", 1, (9, 6)), ("imca", 3, (8, 8)), ("lica", 2, (5, 7))]
 )
 @pytest.mark.parametrize("key_dim", [None, 3, 9])
-@pytest.mark.parametrize("attention", ["gated", "signed"])
-def test_fused_forward_and_gradients_equal_dense(partition, variant, tokens, key_dim, attention):
+@pytest.mark.parametrize("attention", ["gated", "signed", "signed-flash"])
+def test_fused_forward_and_gradients_equal_dense(
+    partition, variant, tokens, key_dim, attention, monkeypatch
+):
     """The fused kernels (the gated form's hand-written backward through the log-sum-exp, the
-    signed form's shifted causal attention) match autograd on the dense matrix A."""
+    signed form's one-node pass with its hand-written backward, and its shifted causal
+    attention used for long sequences) match autograd on the dense matrix A."""
+    if attention == "signed-flash":
+        monkeypatch.setattr("mango.flows.attention.DENSE_MAX_TOKENS", 0)
+        attention = "signed"
     torch.manual_seed(0)
     dense = InvertibleCrossAttention(
         5, tokens, partition, variant, attention=attention, key_dim=key_dim, fused=False
@@ -169,7 +175,7 @@ def test_fused_forward_and_gradients_equal_dense(partition, variant, tokens, key
         assert torch.allclose(a, b, atol=1e-10)
 
 
-@pytest.mark.parametrize("attention", ["gated", "softmax", "identity_plus"])
+@pytest.mark.parametrize("attention", ["gated", "softmax", "identity_plus", "signed"])
 def test_no_grad_inverse_equals_autograd_inverse(attention):
     """The buffer-reusing inverse used under no_grad computes the same A and log-det."""
     torch.manual_seed(0)

@@ -11,6 +11,14 @@ from torch import Tensor, nn
 from mango.flows.base import FlowLayer
 from mango.flows.fused import causal_attention, fused_available
 from mango.flows.partitions import num_variants, partition_indices, validate_tokens
+from mango.flows.signed import (
+    DENSE_MAX_TOKENS,
+    signed_layer,
+    signed_mask,
+    signed_probabilities,
+    signed_strength,
+    signed_temperature,
+)
 from mango.flows.token_mixing import LUTokenMixing
 
 #: Attention-matrix forms. "signed": ``A = I + β N`` (unit diagonal, volume preserving); the
@@ -43,8 +51,8 @@ class InvertibleCrossAttention(FlowLayer):
     or pseudo-inverse). On the CPU the forward pass of these forms uses a fused attention kernel
     that never forms ``A`` (``fused=True``, :mod:`mango.flows.fused`); ``fused=False`` selects the
     dense path. Forms ``c_0 I + c_1 P``: ``"gated"`` ``c_0 = 1 - α, c_1 = α`` with
-    ``α = sigmoid(g)`` learned and ``g`` initialised at ``gate_init`` (-4, α ≈ 0.02, DESIGN.md
-    §3b); ``"softmax"`` ``(0, 1)`` the paper's form; ``"half"`` ``(½, ½)``; ``"identity_plus"``
+    ``α = sigmoid(g)`` learned and ``g`` initialised at ``gate_init`` (-4, α ≈ 0.02,
+    docs/design.md); ``"softmax"`` ``(0, 1)`` the paper's form; ``"half"`` ``(½, ½)``; ``"identity_plus"``
     ``(1, 1)`` as in the official code. Their temperature ``τ = exp(t)`` is clamped to
     ``[1e-2, 1e4]``.
 
@@ -134,6 +142,14 @@ class InvertibleCrossAttention(FlowLayer):
         # the signed form's strictly upper mask, for rows 0..L2-2 (the last row has no j > i)
         on_or_below = torch.tril(torch.ones(self.l2 - 1, self.l2, dtype=torch.bool))
         self.register_buffer("strict_mask", on_or_below, persistent=False)
+        self.register_buffer("signed_mask", signed_mask(self.l2), persistent=False)
+        # the interpolation of X1 to L2 rows as a (L2, L1) matrix, for the one-node signed pass
+        # (float64, cast at use, so that a float64 layer interpolates exactly)
+        interp = None
+        if self.l1 != self.l2:
+            eye = torch.eye(self.l1, dtype=torch.float64)[None]
+            interp = F.interpolate(eye, size=self.l2, mode="linear", align_corners=True)[0].T
+        self.register_buffer("conditioning_map", interp, persistent=False)
 
     def extra_repr(self) -> str:
         return (
@@ -145,14 +161,19 @@ class InvertibleCrossAttention(FlowLayer):
     def temperature(self) -> Tensor:
         """The positive softmax temperature τ."""
         if self.signed:
-            return math.sqrt(self.key_dim) * (1 + F.softplus(self.temperature_offset))
+            return signed_temperature(self.temperature_offset, self.key_dim)
         return self.log_temperature.clamp(math.log(1e-2), math.log(1e4)).exp()
+
+    @property
+    def one_node(self) -> bool:
+        """Whether the forward is one autograd node: signed, fused and ``L2 <= DENSE_MAX_TOKENS``."""
+        return self.signed and self.fused and self.l2 <= DENSE_MAX_TOKENS
 
     @property
     def strength_value(self) -> Tensor:
         """How strongly the layer mixes: β of the signed form, α of the gated one, else ``c1``."""
         if self.signed:
-            return self.strength_bound * torch.tanh(self.strength)
+            return signed_strength(self.strength, self.strength_bound)
         return self.log_coefficients()[1].exp()
 
     def _signed_mixing(self, x1: Tensor) -> tuple[Tensor, Tensor]:
@@ -181,17 +202,27 @@ class InvertibleCrossAttention(FlowLayer):
         keys = k[:, :-1, None].transpose(1, 2).expand(-1, 2, -1, -1)
         values = x2[:, :-1, None].transpose(1, 2).expand(-1, 2, -1, -1)
         both = F.scaled_dot_product_attention(heads, keys, values, is_causal=True, scale=1.0)
-        # rows 1.. of N X2, reversed order; the CPU kernel turns NaN queries into finite output,
-        # so 0 · Σq keeps a non-finite query visible to the flow's NaN guard (no device sync)
-        mixed = 0.5 * (both[:, 0] - both[:, 1]) + 0.0 * q.sum((1, 2), keepdim=True)
-        y2 = torch.cat([x2[:, :1], x2[:, 1:] + self.strength_value.to(x.dtype) * mixed], 1)
-        return self._merge(x1, y2, reversed_order=True)
+        # rows 1.. of 2 N X2, reversed order, added into X's X2 rows; the CPU kernel turns NaN
+        # queries into finite output, so 0 · Σq keeps a non-finite query visible to the flow's
+        # NaN guard (no device sync)
+        coefficient = 0.5 * self.strength_value.to(x.dtype) + 0.0 * q.sum((1, 2), keepdim=True)
+        return x.index_add(1, self.idx2_reversed[1:], (both[:, 0] - both[:, 1]) * coefficient)
 
     def _signed_matrix(self, x1: Tensor) -> tuple[Tensor, Tensor]:
         """``(A, P+)`` of the signed form: ``A = I + β N``."""
         n, positive = self._signed_mixing(x1)
         eye = torch.eye(self.l2, dtype=x1.dtype, device=x1.device)
         return eye + self.strength_value.to(x1.dtype) * n, positive
+
+    def _signed_inverse_matrix(self, y1: Tensor) -> Tensor:
+        """``A = I + β N`` for the inverse; under ``no_grad`` built in the softmax's buffer."""
+        if torch.is_grad_enabled():
+            return self._signed_matrix(y1)[0]
+        q, k = self._queries_keys(y1, scale=1.0 / self.temperature.to(y1.dtype))
+        p = signed_probabilities(q, k, self.signed_mask)
+        a = p[0].sub_(p[1]).mul_(0.5 * self.strength_value.to(y1.dtype))
+        a.diagonal(dim1=-2, dim2=-1).add_(1.0)
+        return a
 
     def log_coefficients(self) -> tuple[Tensor, Tensor]:
         """``(log c0, log c1)`` of ``A = c0 I + c1 P`` (``log c0`` may be ``-inf``)."""
@@ -328,6 +359,8 @@ class InvertibleCrossAttention(FlowLayer):
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if not self.attention_enabled:
             return x, x.new_zeros(x.shape[0])
+        if self.one_node:
+            return signed_layer(self, x), x.new_zeros(x.shape[0])
         if self.mixing is not None:
             factors = self.mixing.factors(x.dtype)
             x = self.mixing.mix(x, factors)
@@ -344,7 +377,7 @@ class InvertibleCrossAttention(FlowLayer):
             y = self.mixing.mix(y, factors)
         y1, y2 = y.index_select(1, self.idx1), y.index_select(1, self.idx2)
         if self.signed:
-            a, log_diag = self._signed_matrix(y1)[0], y.new_zeros(y.shape[0], self.l2)
+            a, log_diag = self._signed_inverse_matrix(y1), y.new_zeros(y.shape[0], self.l2)
         elif torch.is_grad_enabled():
             a, log_diag, _ = self._attention(y1)
         else:

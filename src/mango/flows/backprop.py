@@ -15,11 +15,35 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+_STATE = threading.local()
+
+
+def input_gradients_only() -> bool:
+    """Whether the backward now running wants input gradients only (see below).
+
+    True inside the input-only product ``Jᵀ g`` of the detached-NLL passes, where any parameter
+    gradient is discarded: hand-written backwards (:mod:`mango.flows.signed`) may skip them. It
+    is thread-local, and a backward that does not look just computes what autograd discards.
+    """
+    return getattr(_STATE, "input_only", False)
+
+
+@contextmanager
+def _only_input_gradients() -> Iterator[None]:
+    previous = input_gradients_only()
+    _STATE.input_only = True
+    try:
+        yield
+    finally:
+        _STATE.input_only = previous
 
 
 def _run_without_graph(x: Tensor, layers: Sequence[nn.Module]) -> tuple[Tensor, Tensor]:
@@ -111,7 +135,8 @@ class _SplitInvertibleBackprop(torch.autograd.Function):
         grads: dict[int, Tensor] = {}
         for layer in reversed(ctx.layers):
             x, y_again, logdet, own = _rebuild(layer, y)
-            (task_in,) = torch.autograd.grad(y_again, x, task, retain_graph=True)
+            with _only_input_gradients():
+                (task_in,) = torch.autograd.grad(y_again, x, task, retain_graph=True)
             result = torch.autograd.grad(
                 (y_again, logdet), [x, *own], (task + density, grad_logdet), allow_unused=True
             )
@@ -153,7 +178,8 @@ class _DensityGradientSplit(torch.autograd.Function):
         grad_x = None
         if grad_z is not None and ctx.needs_input_grad[0]:
             # Input gradient of the task term only: J^T grad_z (no weight gradients computed).
-            (grad_x,) = torch.autograd.grad(z, inner, grad_z, retain_graph=True)
+            with _only_input_gradients():
+                (grad_x,) = torch.autograd.grad(z, inner, grad_z, retain_graph=True)
         total_z = sum(g for g in (grad_z, grad_z_density) if g is not None)
         outputs, cotangents = ([z], [total_z]) if isinstance(total_z, Tensor) else ([], [])
         if grad_logdet is not None:

@@ -19,6 +19,7 @@ from mango.flows.backprop import (
 from mango.flows.base import FlowLayer, SequentialFlow, check_tokens, flow_dtype
 from mango.flows.coupling import AffineCoupling
 from mango.flows.partitions import PARTITIONS, validate_tokens
+from mango.flows.signed import signed_layer
 
 
 class NonFiniteFlowError(ValueError):
@@ -81,6 +82,48 @@ class MangoBlock(SequentialFlow):
         super().__init__(layers)
         self.length = sum(tokens)
         self.dim = dim
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The layers in order; each ``ActNorm -> signed ICA`` pair that can runs as one node.
+
+        A pair folds (:func:`~mango.flows.signed.signed_layer`) when the ICA layer runs its
+        one-node pass (:attr:`InvertibleCrossAttention.one_node`), the ActNorm needs no
+        data-dependent initialisation and neither layer has forward hooks. The folded ActNorms'
+        log-dets ``L Σ_d s_d`` are summed once.
+        """
+        layers = list(self.layers)
+        logdets, folded = [], []
+        i = 0
+        while i < len(layers):
+            layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if _folds(layer, after):
+                x = signed_layer(after, x, layer)
+                folded.append(layer.log_scale)
+                i += 2
+            else:
+                x, logdet = layer(x)
+                logdets.append(logdet)
+                i += 1
+        if folded:
+            logdets.append((x.shape[1] * torch.stack(folded).to(x.dtype).sum()).expand(x.shape[0]))
+        return x, torch.stack(logdets).sum(0)
+
+
+def _folds(norm: FlowLayer, ica: FlowLayer | None) -> bool:
+    """Whether ``norm -> ica`` runs as one node (see :meth:`MangoBlock._forward`)."""
+    return (
+        isinstance(norm, ActNorm)
+        and isinstance(ica, InvertibleCrossAttention)
+        and ica.one_node
+        and ica.attention_enabled
+        and not (norm.training and not norm._ready)
+        and not (
+            norm._forward_hooks
+            or norm._forward_pre_hooks
+            or ica._forward_hooks
+            or ica._forward_pre_hooks
+        )
+    )
 
 
 @dataclass
@@ -166,7 +209,7 @@ class MangoFlow(SequentialFlow):
         _check_finite(logdet, "MangoFlow log-determinant (overflow: rescale the tokens)")
 
     def forward_detached_density(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(z, z_density, logdet)`` from one pass (DESIGN.md §4's NLL on detached tokens).
+        """``(z, z_density, logdet)`` from one pass (the fusion model's NLL on detached tokens, docs/design.md).
 
         ``z`` is ``self(x)[0]``, with gradients to ``x`` and the parameters. A loss on
         ``(z_density, logdet)`` trains the parameters only, exactly as if computed from

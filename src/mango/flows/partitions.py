@@ -4,7 +4,7 @@ A flow is built for ``tokens = (L_1, ..., L_M)``: the input concatenates the M m
 in that order. A partition is a pair of disjoint index sets ``(idx1, idx2)`` covering all tokens;
 ``split`` gathers them and ``merge`` (the inverse of ``split``) scatters them back.
 
-Rules for two modalities ``a``, ``b`` (DESIGN.md §3; even/odd = token 0::2 / 1::2 inside a
+Rules for two modalities ``a``, ``b`` (docs/design.md; even/odd = token 0::2 / 1::2 inside a
 modality) and their generalisation to ``M >= 2`` modalities:
 
 * **MMCA** (modality-to-modality), ``M`` variants. Variant ``v`` transforms modality

@@ -21,7 +21,7 @@ class LUTokenMixing(FlowLayer):
 
         \\log|\\det J| = D \\sum_i \\log |s_i| .
 
-    Initialisation (DESIGN.md §3b): ``P`` a random permutation, ``L = U = I`` structure and ``s = 1``,
+    Initialisation (docs/design.md): ``P`` a random permutation, ``L = U = I`` structure and ``s = 1``,
     i.e. ``W = P``. The LU factors of a random orthogonal matrix lose ~1e-5 per layer in the solves
     at ``L = 512``; a permutation is exact.
 
@@ -59,10 +59,24 @@ class LUTokenMixing(FlowLayer):
         upper = torch.diagonal_scatter(lu.triu(1), diag)
         return lower, upper
 
-    def weight(self, dtype: torch.dtype = torch.float32) -> Tensor:
-        """The dense mixing matrix ``W = P L (U + diag(s))`` (for inspection and tests)."""
-        lower, upper = self.factors(dtype)
-        return (upper + lower @ upper)[self._inverse_permutation()]
+    def weight(
+        self, dtype: torch.dtype = torch.float32, factors: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        """The dense mixing matrix ``W = P L (U + diag(s))``, from :meth:`factors` if given."""
+        lower, upper = self.factors(dtype) if factors is None else factors
+        return (upper + lower @ upper).index_select(0, self._inverse_permutation())
+
+    def inverse_columns(self, factors: tuple[Tensor, Tensor], columns: Tensor) -> Tensor:
+        """Columns ``columns`` of ``W⁻¹ = (U + diag(s))⁻¹ L⁻¹ Pᵀ``, shape (L, len(columns)).
+
+        ``Pᵀ e_c = e_{π⁻¹(c)}`` (``π`` the permutation), so two triangular solves with
+        ``len(columns)`` right-hand sides give them; no inverse is formed.
+        """
+        lower, upper = factors
+        eye = torch.eye(self.length, dtype=lower.dtype, device=lower.device)
+        picked = eye.index_select(1, self._inverse_permutation().index_select(0, columns))
+        z = torch.linalg.solve_triangular(lower, picked, upper=False, unitriangular=True)
+        return torch.linalg.solve_triangular(upper, z, upper=True)
 
     def _inverse_permutation(self) -> Tensor:
         return torch.argsort(self.permutation)

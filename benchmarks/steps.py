@@ -1,0 +1,140 @@
+"""Rows 7 and 8 of ``mango bench``: where a small flow's training step stands against its arithmetic.
+
+Row 7 compares a small flow's training step with its **arithmetic bound**: the step's FLOPs
+(counted by ``torch.utils.flop_counter`` on the plain path, since ``FlopCounterMode`` cannot follow
+the one-pass detached-NLL backward) divided by this machine's matmul throughput, measured in the
+same interleaved rounds with one large ``torch.mm``. Row 8 times one optimizer step of a task's
+fusion model against the same model with concatenation fusion; :func:`fusion_task_row` takes any
+task config, so other tasks' models (the ``tensors`` smoke model) can get their own row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.suite import paired_median_ms, row
+from mango.flows import MangoFlow
+
+#: Row 7's flow: the size most users start with (4 blocks, 16 + 16 tokens, D = 32, batch 64).
+SMALL_FLOW = {"blocks": 4, "tokens": (16, 16), "dim": 32, "batch": 64}
+
+
+def _flow_step(flow: MangoFlow, x: Tensor, detached: bool) -> Callable[[], None]:
+    """Forward + backward of a flow with a task term on ``z`` and the NLL (bits/dim)."""
+
+    def step() -> None:
+        if detached:  # the training default: the NLL's gradient stops at the tokens
+            z, z_density, logdet = flow.forward_detached_density(x)
+        else:
+            z, logdet = flow(x)
+            z_density = z
+        bits = flow.to_bits_per_dim(flow.latent_log_prob(z_density, logdet))
+        (z.square().mean() + bits.mean()).backward()
+
+    return step
+
+
+def arithmetic_bound_row(repeats: int, batch: int, mm_size: int = 2048) -> dict[str, Any]:
+    """Row 7: the small flow's training step (detached NLL) vs FLOPs / matmul throughput."""
+    torch.manual_seed(0)
+    flow = MangoFlow(SMALL_FLOW["dim"], SMALL_FLOW["tokens"], blocks=SMALL_FLOW["blocks"]).train()
+    x = torch.randn(batch, sum(SMALL_FLOW["tokens"]), SMALL_FLOW["dim"])
+    with torch.no_grad():
+        flow(x)  # ActNorm initialisation
+    x.requires_grad_(True)
+    with FlopCounterMode(display=False) as counter:
+        _flow_step(flow, x, detached=False)()
+    flops = counter.get_total_flops()
+    a, b = torch.randn(mm_size, mm_size), torch.randn(mm_size, mm_size)
+    times = paired_median_ms(
+        {
+            "step": _flow_step(flow, x, detached=True),
+            "plain": _flow_step(flow, x, detached=False),
+            "mm": lambda: torch.mm(a, b),
+        },
+        repeats,
+        warmup=2,
+    )
+    throughput = 2 * mm_size**3 / (times["mm"] * 1e-3)  # FLOP/s
+    bound_ms = flops / throughput * 1e3
+    blocks, (l1, l2), dim = SMALL_FLOW["blocks"], SMALL_FLOW["tokens"], SMALL_FLOW["dim"]
+    return row(
+        "7. small flow training step (detached NLL) vs its arithmetic bound",
+        times["step"],
+        bound_ms,
+        "<= 3x slower",
+        shape=f"{blocks} blocks, {l1}+{l2} tokens, D={dim}, batch {batch}",
+        gflop_counted=flops / 1e9,
+        matmul_gflops=throughput / 1e9,
+        step_without_detached_nll_ms=times["plain"],
+    )
+
+
+def _task_step(config: dict[str, Any], overrides: Sequence[str], batch: int) -> Callable[[], None]:
+    """One AdamW step of ``task.build_model(cfg)`` on one batch: task loss + λ · bits/dim."""
+    from mango.train.data import eval_loader
+    from mango.train.run import build_config
+
+    task, cfg = build_config(config, "bench", [*overrides, f"trainer.batch_size={batch}"])
+    torch.manual_seed(0)
+    model = task.build_model(cfg).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    inputs = next(iter(eval_loader(task, cfg, "val")))
+
+    def step() -> None:
+        outputs = model(inputs)
+        loss = task.loss(outputs, inputs)
+        bits = getattr(outputs, "bits_per_dim", None)
+        if bits is not None and cfg.loss.nll_weight > 0:
+            loss = loss + cfg.loss.nll_weight * bits.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def fusion_task_row(
+    name: str,
+    config: dict[str, Any],
+    mango: Sequence[str],
+    concat: Sequence[str],
+    goal: str,
+    repeats: int,
+    batch: int,
+    shape: str,
+) -> dict[str, Any]:
+    """A row: one training step of ``config``'s model with ``mango`` vs ``concat`` overrides."""
+    times = paired_median_ms(
+        {"mango": _task_step(config, mango, batch), "concat": _task_step(config, concat, batch)},
+        repeats,
+        warmup=2,
+    )
+    return row(name, times["mango"], times["concat"], goal, shape=shape)
+
+
+def demo_row(repeats: int, quick: bool) -> dict[str, Any]:
+    """Row 8: the demo's fusion model (``mango demo``) vs its concatenation model."""
+    from mango.demo import DEMO_CONFIG, MODELS, QUICK_OVERRIDES
+
+    extra = list(QUICK_OVERRIDES) if quick else []
+    batch = DEMO_CONFIG["trainer"]["batch_size"]
+    size = 48 if quick else DEMO_CONFIG["data"]["size"]
+    flow = DEMO_CONFIG["flow"]
+    return fusion_task_row(
+        "8. fusion training step, MANGO vs concatenation: the demo's model",
+        DEMO_CONFIG,
+        [*MODELS["fusion"], *extra],
+        [*MODELS["concat"], *extra],
+        "<= 1.5x slower",
+        repeats,
+        batch,
+        shape=f"{DEMO_CONFIG['model']['encoder']}, {size}x{size}, batch {batch}, "
+        f"{flow['blocks']} flow blocks at stage {DEMO_CONFIG['model']['fuse_stages']}, "
+        f"D={DEMO_CONFIG['model']['dim']}",
+    )
