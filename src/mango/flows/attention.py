@@ -57,18 +57,18 @@ class InvertibleCrossAttention(FlowLayer):
     ``[1e-2, 1e4]``.
 
     The default form ``"signed"`` is volume preserving and can be strong without losing the
-    inverse. With ``P^{±} = \mathrm{softmax}(\pm S)`` masked to ``j > i`` (the last row empty),
+    inverse. With ``P^{±} = \\mathrm{softmax}(\\pm S)`` masked to ``j > i`` (the last row empty),
 
     .. math::
 
-        N = \tfrac12 (P^{+} - P^{-}), \quad A = I + β N, \quad β = β_{max} \tanh(b),
-        \qquad \log|\det J| = 0,
+        N = \\tfrac12 (P^{+} - P^{-}), \\quad A = I + β N, \\quad β = β_{max} \\tanh(b),
+        \\qquad \\log|\\det J| = 0,
 
     ``N`` is strictly upper-triangular with zero row sums (``A 1 = 1``: the layer never scales
-    the tokens) and ``\|N\|_\infty \le 1``, so ``\|A^{-1}\|_\infty \le 1/(1-β)``. The
+    the tokens) and ``\\|N\\|_\\infty \\le 1``, so ``\\|A^{-1}\\|_\\infty \\le 1/(1-β)``. The
     strength ``β`` is a linear gate: ``b = 0`` at initialisation (the identity) with slope
     ``β_{max}`` (``strength_bound``), and the log-det does not push it back to zero as it does
-    the convex gate. The temperature has a floor, ``τ = \sqrt{d_k} (1 + \mathrm{softplus}(t))``.
+    the convex gate. The temperature has a floor, ``τ = \\sqrt{d_k} (1 + \\mathrm{softplus}(t))``.
 
     Setting ``attention_enabled = False`` switches the cross-token attention off (``Y = X``,
     log-det 0: every form reduces to the identity, LICA's ``W^{-1} W`` included); it is the

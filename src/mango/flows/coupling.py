@@ -23,8 +23,8 @@ class AttentionConditioner(nn.Module):
 
     .. math::
 
-        u = x W_e, \quad u \leftarrow u + \mathrm{MHA}(\mathrm{LN}(u)), \quad
-        h(x) = \mathrm{MLP}(\mathrm{LN}(u)),
+        u = x W_e, \\quad u \\leftarrow u + \\mathrm{MHA}(\\mathrm{LN}(u)), \\quad
+        h(x) = \\mathrm{MLP}(\\mathrm{LN}(u)),
 
     with full (unmasked) attention over all ``L`` tokens, so the scale and shift of one token's
     transformed channels depend on the conditioning channels of every token of every modality.

@@ -295,6 +295,7 @@ def clean_samples() -> dict[str, dict]:
 
 
 @example(change=("images", "zero height"), damage=None, offset=0.0)
+@example(change=("sequences", "vlen float"), damage="flip", offset=0.15115213600044178)
 @example(change=("target_names", "json object"), damage=None, offset=0.0)
 @example(change=("metadata", "inf key"), damage=None, offset=0.0)
 @settings(max_examples=60, deadline=None)

@@ -215,7 +215,10 @@ class Hdf5Index:
         self._check_rows("images", images)
 
     def _check_sequences(self, sequences: h5py.Dataset) -> None:
-        base = h5py.check_vlen_dtype(sequences.dtype)
+        try:
+            base = h5py.check_vlen_dtype(sequences.dtype)
+        except ValueError as exc:  # a damaged type header that h5py cannot map to numpy
+            raise self._fail(f"key 'sequences' has an unreadable dtype ({exc})") from None
         if base is None or base.kind not in "iu":
             raise self._fail(
                 f"key 'sequences' has dtype {sequences.dtype}, expected "
