@@ -11,6 +11,7 @@ task config, so other tasks' models (the ``tensors`` smoke model) can get their 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -138,3 +139,29 @@ def demo_row(repeats: int, quick: bool) -> dict[str, Any]:
         f"{flow['blocks']} flow blocks at stage {DEMO_CONFIG['model']['fuse_stages']}, "
         f"D={DEMO_CONFIG['model']['dim']}",
     )
+
+
+def tensors_row(repeats: int) -> dict[str, Any]:
+    """Row 9: the ``tensors`` smoke model (``configs/tensors-smoke.yaml``) vs its concatenation
+    model, on the generated fixture (written to a temporary folder)."""
+    import tempfile
+
+    from mango.config import read_yaml
+    from mango.tasks.tensors.fixtures import write_tensors_fixture
+
+    config = read_yaml(Path(__file__).resolve().parents[1] / "configs" / "tensors-smoke.yaml")
+    batch = config["trainer"]["batch_size"]
+    with tempfile.TemporaryDirectory() as folder:
+        root = write_tensors_fixture(folder, sizes=(2 * batch, batch, batch))
+        config = {**config, "data": {**config.get("data", {}), "root": str(root)}}
+        return fusion_task_row(
+            "9. fusion training step, MANGO vs concatenation: the tensors smoke model",
+            config,
+            ["model.fusion=mango"],
+            ["model.fusion=concat"],
+            "<= 3x slower",
+            repeats,
+            batch,
+            shape=f"a (6 tokens x 5) + b (12 -> 4 tokens), batch {batch}, "
+            f"{config['flow']['blocks']} flow blocks, D={config['model']['dim']}",
+        )

@@ -323,10 +323,11 @@ def run(
     rows.append(fusion_step_row(repeats, 128 if quick else 256, 2, "mit-b0" if quick else "mit-b3"))
     if compile:
         rows.append(compile_row(repeats, 2 if quick else 4, 64 if quick else 256, 2))
-    from benchmarks.steps import arithmetic_bound_row, demo_row  # they import this module
+    from benchmarks.steps import arithmetic_bound_row, demo_row, tensors_row  # they import this
 
     rows.append(arithmetic_bound_row(repeats, 16 if quick else 64, 1024 if quick else 2048))
     rows.append(demo_row(repeats, quick))
+    rows.append(tensors_row(repeats))
     if quick:  # the goals are set for the full shapes: no verdicts on the small ones
         for r in rows:
             r["met"] = None

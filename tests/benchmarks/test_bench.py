@@ -15,7 +15,7 @@ def test_bench_quick_writes_every_row(tmp_path):
     assert main(["bench", "--quick", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     names = [row["row"][:2] for row in result["rows"]]
-    assert names == ["1.", "2.", "3.", "4.", "5.", "7.", "8."]
+    assert names == ["1.", "2.", "3.", "4.", "5.", "7.", "8.", "9."]
     assert all(
         row["mango"] > 0 and row["baseline"] > 0 and row["ratio"] > 0 for row in result["rows"]
     )
@@ -31,6 +31,8 @@ def test_bench_quick_writes_every_row(tmp_path):
     assert bound["step_without_detached_nll_ms"] > 0
     demo = result["rows"][6]  # row 8: the demo's fusion model against its concatenation model
     assert demo["goal"] == "<= 1.5x slower" and "conv-small" in demo["shape"]
+    tensors = result["rows"][7]  # row 9: the tensors smoke model against its concatenation model
+    assert tensors["goal"] == "<= 3x slower" and "tensors" in tensors["row"]
 
 
 def test_verdict_follows_ratio_and_goal():
