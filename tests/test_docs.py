@@ -47,12 +47,13 @@ def test_api_page_lists_every_public_name() -> None:
         assert getattr(mango, name).__module__.startswith("mango.")
 
 
+#: files outside the repository that README, docs, src and tests must not point to (spelled in
+#: pieces so that this file does not match the search itself)
+OUTSIDE = ("shared" + "/", "DESIGN" + ".md", "DATA" + ".md", "PAPER" + ".md")
+
+
 def test_nothing_points_outside_the_repository() -> None:
-    found = subprocess.run(
-        ["grep", "-rn", r"shared/\|DESIGN.md\|DATA.md\|PAPER.md", "README.md", "docs", "src", "tests"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.splitlines()
-    found = [line for line in found if not line.startswith("tests/test_docs.py:")]
-    assert not found, "\n".join(found)
+    pattern = "\\|".join(OUTSIDE)
+    search = ["grep", "-rn", pattern, "README.md", "docs", "src", "tests"]
+    found = subprocess.run(search, cwd=ROOT, capture_output=True, text=True).stdout
+    assert not found, found
