@@ -65,6 +65,11 @@ MODELS = {
 ATTENTION_OFF = "fusion_attention_off"
 #: the fusion checkpoint evaluated without depth: zero-filled, and imputed by its flow
 MISSING_DEPTH = {fill: f"fusion_missing_depth_{fill}" for fill in FILLS}
+#: shorter column titles in the prediction figure
+_LABELS = {
+    MISSING_DEPTH["zero"]: "no depth: zero fill",
+    MISSING_DEPTH["impute"]: "no depth: imputed",
+}
 #: the entries of metrics.json, in report order
 ENTRIES = ("fusion", ATTENTION_OFF, "concat", "rgb_only", "depth_only", *MISSING_DEPTH.values())
 _KEEP = (
@@ -191,7 +196,7 @@ def _write_report(
                 with filling(fusion_model, fill):
                     logits = fusion_model(without_depth).logits
                 predictions[entry] = logits.argmax(1)[0].numpy()
-            predictions = {name: predictions[name] for name in ENTRIES}
+            predictions = {_LABELS.get(name, name): predictions[name] for name in ENTRIES}
             rows.append(
                 {
                     "rgb": task.display_rgb(sample["rgb"]) / 255.0,
