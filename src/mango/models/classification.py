@@ -36,7 +36,7 @@ from mango.errors import ConfigError
 from mango.models.encoders.mobilenet import MobileNetV2, load_imagenet_mobilenet_v2
 from mango.models.encoders.text import TextTokenEncoder
 from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
-from mango.models.heads.mlp import MLPHead
+from mango.models.heads.mlp import PooledHeadsMixin
 from mango.models.missing import empty_absent, presence, zero_absent
 
 FUSIONS = ("mango", "concat", "late", "image", "text")
@@ -88,7 +88,7 @@ def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
     return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-class GenreClassifier(nn.Module):
+class GenreClassifier(PooledHeadsMixin, nn.Module):
     """Poster + plot -> multi-label logits, fused by MANGO or a baseline (see the module doc).
 
     Args:
@@ -157,12 +157,7 @@ class GenreClassifier(nn.Module):
             if fusion == "mango"
             else IdentityFusion()
         )
-        if fusion == "late":
-            self.heads = nn.ModuleDict(
-                {m: MLPHead(dim, head_hidden, num_labels, dropout) for m in self.modalities}
-            )
-        else:
-            self.head = MLPHead(dim * len(self.modalities), head_hidden, num_labels, dropout)
+        self._build_heads(dim, head_hidden, num_labels, dropout, late=fusion == "late")
 
     def _hold(self, name: str, encoder: nn.Module, trainable: bool) -> None:
         if trainable:
@@ -222,10 +217,5 @@ class GenreClassifier(nn.Module):
         tokens = [self.embed[m](f) for m, (f, _) in zip(self.modalities, features, strict=True)]
         fused = self.fusion(tokens, present=present)
         pooled = [masked_mean(t, mask) for t, (_, mask) in zip(fused.tokens, features, strict=True)]
-        if self.fusion_mode == "late":
-            logits = torch.stack(
-                [self.heads[m](p) for m, p in zip(self.modalities, pooled, strict=True)]
-            ).mean(0)
-        else:
-            logits = self.head(torch.cat(pooled, dim=-1))
+        logits = self._pooled_logits(pooled)
         return ClassificationOutput(logits, fused.bits_per_dim)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from mango.errors import ConfigError
 from mango.models.classification import ClassificationOutput
 from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
-from mango.models.heads.mlp import MLPHead
+from mango.models.heads.mlp import PooledHeadsMixin
 from mango.models.missing import presence, zero_absent
 
 FUSIONS = ("mango", "concat", "late", "single")
@@ -107,7 +107,7 @@ class VectorTokens(nn.Module):
         return padded.reshape(x.shape[0], self.tokens, width)
 
 
-class TensorClassifier(nn.Module):
+class TensorClassifier(PooledHeadsMixin, nn.Module):
     """Array modalities -> logits, fused by MANGO or a baseline (see the module doc).
 
     Args:
@@ -179,12 +179,7 @@ class TensorClassifier(nn.Module):
             if fusion == "mango"
             else IdentityFusion()
         )
-        if fusion == "late":
-            self.heads = nn.ModuleDict(
-                {m: MLPHead(dim, head_hidden, outputs, dropout) for m in self.modalities}
-            )
-        else:
-            self.head = MLPHead(dim * len(self.modalities), head_hidden, outputs, dropout)
+        self._build_heads(dim, head_hidden, outputs, dropout, late=fusion == "late")
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """No pretrained encoders: empty."""
@@ -215,10 +210,5 @@ class TensorClassifier(nn.Module):
         present = presence(batch, self.modalities, first.shape[0], first.device)
         fused = self.fusion(self.tokens(inputs, present), present=present)
         pooled = [t.mean(1) for t in fused.tokens]
-        if self.fusion_mode == "late":
-            logits = torch.stack(
-                [self.heads[m](p) for m, p in zip(self.modalities, pooled, strict=True)]
-            ).mean(0)
-        else:
-            logits = self.head(torch.cat(pooled, dim=-1))
+        logits = self._pooled_logits(pooled)
         return ClassificationOutput(logits, fused.bits_per_dim)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import Tensor, nn
 
 
@@ -26,3 +29,26 @@ class MLPHead(nn.Module):
 
     def forward(self, pooled: Tensor) -> Tensor:
         return self.net(pooled)
+
+
+class PooledHeadsMixin:
+    """For classifiers that mean-pool each modality's fused tokens to ``(B, D)``: one
+    :class:`MLPHead` on their concatenation (``self.head``) or, for late fusion, one per
+    modality (``self.heads``) with the logits averaged. A mixin, so the state-dict keys stay
+    ``head.*`` / ``heads.<modality>.*``."""
+
+    modalities: Sequence[str]
+
+    def _build_heads(self, dim: int, hidden: int, outputs: int, dropout: float, late: bool) -> None:
+        if late:
+            self.heads = nn.ModuleDict(
+                {m: MLPHead(dim, hidden, outputs, dropout) for m in self.modalities}
+            )
+        else:
+            self.head = MLPHead(dim * len(self.modalities), hidden, outputs, dropout)
+
+    def _pooled_logits(self, pooled: Sequence[Tensor]) -> Tensor:
+        if hasattr(self, "heads"):
+            logits = [self.heads[m](p) for m, p in zip(self.modalities, pooled, strict=True)]
+            return torch.stack(logits).mean(0)
+        return self.head(torch.cat(list(pooled), dim=-1))
