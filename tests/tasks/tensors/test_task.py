@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from mango.cli import main
 from mango.tasks.tensors.fixtures import write_npz
@@ -25,13 +23,7 @@ SMOKE = ROOT / "configs" / "tensors-smoke.yaml"
 HEALTH = ("attention_effect", "round_trip_error", "bits_per_dim", "flow_health")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one thread is as fast and avoids OpenMP stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is as fast
 
 
 def _train(data: Path, out: Path, *settings: str, steps: int = 20) -> Path:
