@@ -27,13 +27,13 @@ from PIL import Image
 
 from mango.errors import DataError
 from mango.tasks.classification.check import check_mmimdb
+from mango.tasks.classification.dataset import MMIMDbDataset
 from mango.tasks.classification.fixtures import write_mmimdb_raw_fixture
 from mango.tasks.classification.genres import GENRES
 from mango.tasks.classification.readers import (
     HDF5_FILE,
     METADATA_FILE,
     SPLIT_FILE,
-    MMIMDbDataset,
     genre_vector,
 )
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from mango.errors import DataError
+from mango.tasks.classification.dataset import MMIMDbDataset
 from mango.tasks.classification.metadata import read_metadata
-from mango.tasks.classification.readers import METADATA_FILE, MMIMDbDataset
+from mango.tasks.classification.readers import METADATA_FILE
 from mango.tasks.images import BadFileError
 
 

@@ -13,13 +13,13 @@ import torch
 
 from mango.errors import ConfigError, DataError
 from mango.models.encoders.mobilenet import IMAGENET_MEAN, IMAGENET_STD
+from mango.tasks.classification.dataset import MMIMDbDataset
 from mango.tasks.classification.fixtures import (
     POSTER_SIZE,
     fixture_movies,
 )
 from mango.tasks.classification.genres import EXTRA_RAW_GENRES, GENRES, SPLIT_SIZES
 from mango.tasks.classification.readers import (
-    MMIMDbDataset,
     decode_caffe_image,
     genre_vector,
 )

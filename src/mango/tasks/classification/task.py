@@ -134,7 +134,7 @@ class MMIMDbTask(Task):
 
     def dataset(self, cfg: Any, split: str) -> Any:
         """The movies of ``split``; an empty split is a :class:`DataError` naming its file."""
-        from mango.tasks.classification.readers import MMIMDbDataset
+        from mango.tasks.classification.dataset import MMIMDbDataset
 
         if split not in ("train", "val", "dev", "test"):
             raise ConfigError(f"--split: expected train, val or test, got {split!r}")
