@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ class ImputationSummary:
         records = [r for r in self.records if r.samples]
         if not records:
             return {}
-        log2 = torch.log(torch.tensor(2.0)).item()
+        log2 = math.log(2)
         after = torch.cat([r.log_prob / r.dims for r in records])
         before = torch.cat([r.start_log_prob / r.dims for r in records])
         gain = torch.cat([(r.log_prob - r.start_log_prob) / r.missing_dims for r in records])
@@ -90,7 +91,7 @@ class ImputationSummary:
         imputed = sum(r.samples for r in records)
         return {
             "impute_samples": imputed,
-            "impute_ms_per_sample": 1000.0 * per_call / max(imputed, 1),
+            "impute_ms_per_sample": 1000.0 * per_call / imputed,
             "impute_bits_per_dim": float(-after.mean() / log2),
             "impute_start_bits_per_dim": float(-before.mean() / log2),
             "impute_conditional_gain_bits": float(gain.mean() / log2),

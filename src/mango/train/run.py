@@ -290,8 +290,7 @@ def evaluate(
     if ablate and not health:
         raise ConfigError(f"--ablate {ablate}: {checkpoint} holds a model without a flow")
     switched_off = attention_disabled(model) if ablate == "attention" else nullcontext()
-    fill = (missing.fill, missing.impute) if missing else ("zero", None)
-    with health, switched_off, filling(model, *fill) as imputed:
+    with health, switched_off, _filling(model, missing) as imputed:
         for batch in tqdm(loader, desc=f"eval {split}", disable=not progress, leave=False):
             batch = _to_device(batch, device)
             outputs = task.predict(model, batch, cfg)
@@ -343,7 +342,7 @@ def predict(
     try:
         staged: list[Path] = []
         loader = eval_loader(task, cfg, split, wrap=wrap)
-        with filling(model, *((missing.fill, missing.impute) if missing else ("zero", None))):
+        with _filling(model, missing):
             for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
                 batch = _to_device(batch, device)
                 outputs = task.predict(model, batch, cfg)
@@ -355,6 +354,11 @@ def predict(
         return [out_dir / p.relative_to(staging) for p in staged]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _filling(model: torch.nn.Module, missing: MissingSetting | None) -> Any:
+    """:func:`~mango.models.missing.filling` with ``missing``'s fill and imputation settings."""
+    return filling(model, missing.fill, missing.impute) if missing else filling(model, "zero")
 
 
 def _missing_wrap(
