@@ -77,14 +77,15 @@ def arithmetic_bound_row(repeats: int, batch: int, mm_size: int = 2048) -> dict[
 
 
 def _task_step(config: dict[str, Any], overrides: Sequence[str], batch: int) -> Callable[[], None]:
-    """One AdamW step of ``task.build_model(cfg)`` on one batch: task loss + λ · bits/dim."""
+    """One optimizer step of ``task.build_model(cfg)`` on one batch: task loss + λ · bits/dim."""
     from mango.train.data import eval_loader
+    from mango.train.module import build_optimizer
     from mango.train.run import build_config
 
     task, cfg = build_config(config, "bench", [*overrides, f"trainer.batch_size={batch}"])
     torch.manual_seed(0)
     model = task.build_model(cfg).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = build_optimizer(model, cfg)  # as in training: fused AdamW, three groups
     inputs = next(iter(eval_loader(task, cfg, "val")))
 
     def step() -> None:

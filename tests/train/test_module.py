@@ -70,3 +70,18 @@ def test_ica_strengths_have_their_own_group_without_weight_decay():
     assert gate_group["weight_decay"] == 0.0 and gate_group["lr"] == pytest.approx(3 * head_lr)
     others = [id(p) for g in groups if g is not gate_group for p in g["params"]]
     assert not strengths & set(others) and all(g["weight_decay"] == 0.05 for g in groups[:2])
+
+
+@pytest.mark.parametrize("precision,fused", [("32-true", True), ("16-mixed", None)])
+def test_optimizer_is_fused_except_under_16_mixed(precision, fused):
+    """One fused update for all parameters; under 16-mixed Lightning must clip, so not fused."""
+    module, _ = _module(f"trainer.precision={precision}")
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is fused
+    before = [p.detach().clone() for p in module.model.parameters()]
+    for p in module.model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    assert all(
+        not torch.equal(a, p) for a, p in zip(before, module.model.parameters(), strict=True)
+    )
