@@ -25,6 +25,7 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest
 
-# On a machine with a CUDA GPU: the tests marked gpu, written to gpu-check.json. Elsewhere: one line, exit 0.
+# On a machine with a CUDA GPU: the tests marked gpu and `mango bench --device cuda`, both written to
+# gpu-check.json. Elsewhere: one line, exit 0.
 gpu-check: $(STAMP)
 	$(BIN)/python -m mango.gpu_check --out gpu-check.json

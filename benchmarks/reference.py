@@ -20,7 +20,7 @@ def reference_forward(layer: InvertibleCrossAttention, x: Tensor) -> tuple[Tenso
     q, k = layer._queries_keys(x1)
     s = q @ k.transpose(1, 2) / layer.temperature
     s = s.masked_fill(layer.mask, -math.inf)
-    a = torch.softmax(s, dim=-1) + torch.eye(layer.l2, dtype=x.dtype)
+    a = torch.softmax(s, dim=-1) + torch.eye(layer.l2, dtype=x.dtype, device=x.device)
     y2 = a @ x2
     logdet = torch.linalg.slogdet(a)[1] * layer.length / 2
     return layer._merge(x1, y2), logdet
@@ -32,5 +32,5 @@ def reference_inverse(layer: InvertibleCrossAttention, y: Tensor) -> Tensor:
     q, k = layer._queries_keys(y1)
     s = q @ k.transpose(1, 2) / layer.temperature
     s = s.masked_fill(layer.mask, -math.inf)
-    a = torch.softmax(s, dim=-1) + torch.eye(layer.l2, dtype=y.dtype)
+    a = torch.softmax(s, dim=-1) + torch.eye(layer.l2, dtype=y.dtype, device=y.device)
     return layer._merge(y1, torch.linalg.pinv(a) @ y2)

@@ -40,18 +40,21 @@ def _flow_step(flow: MangoFlow, x: Tensor, detached: bool) -> Callable[[], None]
     return step
 
 
-def arithmetic_bound_row(repeats: int, batch: int, mm_size: int = 2048) -> dict[str, Any]:
+def arithmetic_bound_row(
+    repeats: int, batch: int, mm_size: int = 2048, device: str = "cpu"
+) -> dict[str, Any]:
     """Row 7: the small flow's training step (detached NLL) vs FLOPs / matmul throughput."""
     torch.manual_seed(0)
-    flow = MangoFlow(SMALL_FLOW["dim"], SMALL_FLOW["tokens"], blocks=SMALL_FLOW["blocks"]).train()
-    x = torch.randn(batch, sum(SMALL_FLOW["tokens"]), SMALL_FLOW["dim"])
+    flow = MangoFlow(SMALL_FLOW["dim"], SMALL_FLOW["tokens"], blocks=SMALL_FLOW["blocks"])
+    flow = flow.to(device).train()
+    x = torch.randn(batch, sum(SMALL_FLOW["tokens"]), SMALL_FLOW["dim"], device=device)
     with torch.no_grad():
         flow(x)  # ActNorm initialisation
     x.requires_grad_(True)
     with FlopCounterMode(display=False) as counter:
         _flow_step(flow, x, detached=False)()
     flops = counter.get_total_flops()
-    a, b = torch.randn(mm_size, mm_size), torch.randn(mm_size, mm_size)
+    a, b = (torch.randn(mm_size, mm_size, device=device) for _ in range(2))
     times = paired_median_ms(
         {
             "step": _flow_step(flow, x, detached=True),
@@ -60,6 +63,7 @@ def arithmetic_bound_row(repeats: int, batch: int, mm_size: int = 2048) -> dict[
         },
         repeats,
         warmup=2,
+        device=device,
     )
     throughput = 2 * mm_size**3 / (times["mm"] * 1e-3)  # FLOP/s
     bound_ms = flops / throughput * 1e3
@@ -76,17 +80,21 @@ def arithmetic_bound_row(repeats: int, batch: int, mm_size: int = 2048) -> dict[
     )
 
 
-def _task_step(config: dict[str, Any], overrides: Sequence[str], batch: int) -> Callable[[], None]:
+def _task_step(
+    config: dict[str, Any], overrides: Sequence[str], batch: int, device: str
+) -> Callable[[], None]:
     """One optimizer step of ``task.build_model(cfg)`` on one batch: task loss + λ · bits/dim."""
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
     from mango.train.data import eval_loader
     from mango.train.module import build_optimizer
     from mango.train.run import build_config
 
     task, cfg = build_config(config, "bench", [*overrides, f"trainer.batch_size={batch}"])
     torch.manual_seed(0)
-    model = task.build_model(cfg).train()
+    model = task.build_model(cfg).to(device).train()
     optimizer = build_optimizer(model, cfg)  # as in training: fused AdamW, three groups
-    inputs = next(iter(eval_loader(task, cfg, "val")))
+    inputs = move_data_to_device(next(iter(eval_loader(task, cfg, "val"))), device)
 
     def step() -> None:
         outputs = model(inputs)
@@ -110,17 +118,22 @@ def fusion_task_row(
     repeats: int,
     batch: int,
     shape: str,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """A row: one training step of ``config``'s model with ``mango`` vs ``concat`` overrides."""
     times = paired_median_ms(
-        {"mango": _task_step(config, mango, batch), "concat": _task_step(config, concat, batch)},
+        {
+            "mango": _task_step(config, mango, batch, device),
+            "concat": _task_step(config, concat, batch, device),
+        },
         repeats,
         warmup=2,
+        device=device,
     )
     return row(name, times["mango"], times["concat"], goal, shape=shape)
 
 
-def demo_row(repeats: int, quick: bool) -> dict[str, Any]:
+def demo_row(repeats: int, quick: bool, device: str = "cpu") -> dict[str, Any]:
     """Row 8: the demo's fusion model (``mango demo``) vs its concatenation model."""
     from mango.demo import DEMO_CONFIG, MODELS, QUICK_OVERRIDES
 
@@ -139,10 +152,11 @@ def demo_row(repeats: int, quick: bool) -> dict[str, Any]:
         shape=f"{DEMO_CONFIG['model']['encoder']}, {size}x{size}, batch {batch}, "
         f"{flow['blocks']} flow blocks at stage {DEMO_CONFIG['model']['fuse_stages']}, "
         f"D={DEMO_CONFIG['model']['dim']}",
+        device=device,
     )
 
 
-def tensors_row(repeats: int) -> dict[str, Any]:
+def tensors_row(repeats: int, device: str = "cpu") -> dict[str, Any]:
     """Row 9: the ``tensors`` smoke model (``configs/tensors-smoke.yaml``) vs its concatenation
     model, on the generated fixture (written to a temporary folder)."""
     import tempfile
@@ -165,4 +179,5 @@ def tensors_row(repeats: int) -> dict[str, Any]:
             batch,
             shape=f"a (6 tokens x 5) + b (12 -> 4 tokens), batch {batch}, "
             f"{config['flow']['blocks']} flow blocks, D={config['model']['dim']}",
+            device=device,
         )

@@ -2,9 +2,10 @@
 
 Every row is a ratio of two measurements taken in the same process on the same machine (median
 of repeated timings after a warm-up), so it survives noisy machines better than absolute times.
-Memory on the CPU is the **activation memory saved for backward** (bytes of tensors autograd
-keeps, counted with ``torch.autograd.graph.saved_tensors_hooks``); on CUDA the peak allocated
-memory is reported as well.
+Memory is the **activation memory saved for backward** (bytes of tensors autograd keeps, counted
+with ``torch.autograd.graph.saved_tensors_hooks``). ``device="cuda"`` runs every row on the GPU
+(timings synchronize the device) and adds the peak allocated memory of the recipes' training
+steps (:mod:`benchmarks.cuda`).
 """
 
 from __future__ import annotations
@@ -25,27 +26,31 @@ from mango.flows import InvertibleCrossAttention, MangoFlow
 from mango.io import atomic_write_json
 
 
-def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1, device: str = "cpu") -> float:
     """Median wall time of ``fn()`` in milliseconds."""
-    return paired_median_ms({"fn": fn}, repeats, warmup)["fn"]
+    return paired_median_ms({"fn": fn}, repeats, warmup, device)["fn"]
 
 
 def paired_median_ms(
-    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, device: str = "cpu"
 ) -> dict[str, float]:
     """Median wall time (ms) of each function, timed in **interleaved** rounds.
 
     Compared functions then see the same machine state (frequency, caches, other load), so
-    their ratio is far steadier than that of back-to-back blocks of repeats.
+    their ratio is far steadier than that of back-to-back blocks of repeats. On CUDA the device
+    is synchronized before and after each call, so the time covers its kernels.
     """
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -67,13 +72,13 @@ def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
     return sum(storages.values())
 
 
-def _ica(length: int, dim: int, **kwargs: Any) -> InvertibleCrossAttention:
+def _ica(length: int, dim: int, device: str, **kwargs: Any) -> InvertibleCrossAttention:
     torch.manual_seed(0)
     layer = InvertibleCrossAttention(dim, (length, length), "mmca", 1, **kwargs)
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    return layer.eval()
+    return layer.to(device).eval()
 
 
 def row(
@@ -99,11 +104,13 @@ def row(
 
 
 @torch.no_grad()
-def ica_rows(batch: int, length: int, dim: int, repeats: int) -> list[dict[str, Any]]:
+def ica_rows(
+    batch: int, length: int, dim: int, repeats: int, device: str = "cpu"
+) -> list[dict[str, Any]]:
     """Rows 1-3: exact ICA vs the official dense formulation and vs one SDPA call."""
-    layer = _ica(length, dim)
-    x = torch.randn(batch, 2 * length, dim)
-    q = torch.randn(batch, 1, length, dim)
+    layer = _ica(length, dim, device)
+    x = torch.randn(batch, 2 * length, dim, device=device)
+    q = torch.randn(batch, 1, length, dim, device=device)
     forward = paired_median_ms(
         {
             "ours": lambda: layer(x),
@@ -112,12 +119,13 @@ def ica_rows(batch: int, length: int, dim: int, repeats: int) -> list[dict[str, 
         },
         repeats,
         warmup=2,
+        device=device,
     )
     ours_fwd, ref_fwd, sdpa = forward["ours"], forward["reference"], forward["sdpa"]
     y, _ = layer(x)
-    ours_inv = median_ms(lambda: layer.inverse(y), repeats)
+    ours_inv = median_ms(lambda: layer.inverse(y), repeats, device=device)
     ref_inv = median_ms(
-        lambda: reference_inverse(layer, reference_forward(layer, x)[0]), 1, warmup=0
+        lambda: reference_inverse(layer, reference_forward(layer, x)[0]), 1, 0, device
     )
     err_ours = float((layer.inverse(y)[0] - x).norm() / x.norm())
     y_ref = reference_forward(layer, x)[0]
@@ -150,20 +158,22 @@ def ica_rows(batch: int, length: int, dim: int, repeats: int) -> list[dict[str, 
     ]
 
 
-def flow_memory_row(batch: int, length: int, dim: int) -> dict[str, Any]:
+def flow_memory_row(batch: int, length: int, dim: int, device: str = "cpu") -> dict[str, Any]:
     """Row 4: training-step activation memory of a 12-block flow vs a 1-block flow."""
     results = {}
     for blocks in (1, 12):
         torch.manual_seed(0)
-        flow = MangoFlow(dim, (length, length), blocks=blocks, memory_saving=True).train()
-        x = torch.randn(batch, 2 * length, dim)
+        flow = MangoFlow(dim, (length, length), blocks=blocks, memory_saving=True)
+        flow = flow.to(device).train()
+        x = torch.randn(batch, 2 * length, dim, device=device)
         with torch.no_grad():
             flow(x)  # ActNorm initialisation
         results[blocks] = saved_bytes(
             lambda flow=flow, x=x: flow.bits_per_dim(x.requires_grad_()).mean()
         )
-    standard = MangoFlow(dim, (length, length), blocks=12, memory_saving=False).train()
-    x = torch.randn(batch, 2 * length, dim)
+    standard = MangoFlow(dim, (length, length), blocks=12, memory_saving=False)
+    standard = standard.to(device).train()
+    x = torch.randn(batch, 2 * length, dim, device=device)
     with torch.no_grad():
         standard(x)
     results["12_standard"] = saved_bytes(lambda: standard.bits_per_dim(x.requires_grad_()).mean())
@@ -188,17 +198,22 @@ RECIPE = {
 }
 
 
-def _fusion_step(fusion: str, size: int, batch: int, **settings: Any) -> Callable[[], None]:
+def _fusion_step(
+    fusion: str, size: int, batch: int, device: str, **settings: Any
+) -> Callable[[], None]:
     """One AdamW training step (cross-entropy + flow bits/dim) of a segmentation model."""
     from mango.models.segmentation import SegmentationFusionModel
 
     torch.manual_seed(0)
     model = SegmentationFusionModel(
         ["rgb", "depth"], {"rgb": 3, "depth": 1}, 40, (size, size), fusion=fusion, **settings
-    ).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    inputs = {"rgb": torch.randn(batch, 3, size, size), "depth": torch.randn(batch, 1, size, size)}
-    target = torch.randint(0, 40, (batch, size, size))
+    ).to(device)
+    optimizer = torch.optim.AdamW(model.train().parameters(), lr=1e-5)
+    inputs = {
+        "rgb": torch.randn(batch, 3, size, size, device=device),
+        "depth": torch.randn(batch, 1, size, size, device=device),
+    }
+    target = torch.randint(0, 40, (batch, size, size), device=device)
 
     def step() -> None:
         out = model(inputs)
@@ -212,7 +227,9 @@ def _fusion_step(fusion: str, size: int, batch: int, **settings: Any) -> Callabl
     return step
 
 
-def fusion_step_row(repeats: int, size: int, batch: int, encoder: str) -> dict[str, Any]:
+def fusion_step_row(
+    repeats: int, size: int, batch: int, encoder: str, device: str = "cpu"
+) -> dict[str, Any]:
     """Row 5: one training step of MANGO fusion vs concatenation fusion, same encoders and head.
 
     The model is the NYUDv2 recipe (:data:`RECIPE`) with ``encoder``, without memory saving
@@ -226,19 +243,23 @@ def fusion_step_row(repeats: int, size: int, batch: int, encoder: str) -> dict[s
     # Two groups, each timed in interleaved rounds; a group's models are freed before the next.
     times = paired_median_ms(
         {
-            "mango": _fusion_step("mango", size, batch, **settings),
-            "concat": _fusion_step("concat", size, batch, **settings),
+            "mango": _fusion_step("mango", size, batch, device, **settings),
+            "concat": _fusion_step("concat", size, batch, device, **settings),
         },
         repeats,
+        device=device,
     )
     times |= paired_median_ms(
         {
-            "mango_b0": _fusion_step("mango", size, batch, **light),
-            "concat_b0": _fusion_step("concat", size, batch, **light),
-            "mango_b0_stage3": _fusion_step("mango", size, batch, **stage3),
-            "mango_b0_nll_into_encoders": _fusion_step("mango", size, batch, **nll_into_encoders),
+            "mango_b0": _fusion_step("mango", size, batch, device, **light),
+            "concat_b0": _fusion_step("concat", size, batch, device, **light),
+            "mango_b0_stage3": _fusion_step("mango", size, batch, device, **stage3),
+            "mango_b0_nll_into_encoders": _fusion_step(
+                "mango", size, batch, device, **nll_into_encoders
+            ),
         },
         repeats,
+        device=device,
     )
     return row(
         "5. fusion training step, MANGO (12 blocks) vs concatenation, same encoders",
@@ -253,15 +274,17 @@ def fusion_step_row(repeats: int, size: int, batch: int, encoder: str) -> dict[s
     )
 
 
-def compile_row(repeats: int, blocks: int, length: int, batch: int) -> dict[str, Any]:
+def compile_row(
+    repeats: int, blocks: int, length: int, batch: int, device: str = "cpu"
+) -> dict[str, Any]:
     """Row 6 (``--compile``): a flow training step under ``torch.compile`` vs eager.
 
     The ratio is compiled / eager step time after compilation; ``compile_s`` is the time of the
     first compiled step (tracing + code generation), which a run pays once per process.
     """
     torch.manual_seed(0)
-    flow = MangoFlow(64, (length, length), blocks=blocks, coupling_hidden=128).train()
-    x = torch.randn(batch, 2 * length, 64, requires_grad=True)
+    flow = MangoFlow(64, (length, length), blocks=blocks, coupling_hidden=128).to(device).train()
+    x = torch.randn(batch, 2 * length, 64, device=device, requires_grad=True)
     flow(x)  # ActNorm initialisation outside the compiled graph
 
     def step(f: Callable[[Tensor], tuple[Tensor, Tensor]]) -> Callable[[], None]:
@@ -275,7 +298,9 @@ def compile_row(repeats: int, blocks: int, length: int, batch: int) -> dict[str,
     start = time.perf_counter()
     step(compiled)()
     compile_s = time.perf_counter() - start
-    times = paired_median_ms({"compiled": step(compiled), "eager": step(flow)}, repeats)
+    times = paired_median_ms(
+        {"compiled": step(compiled), "eager": step(flow)}, repeats, device=device
+    )
     return row(
         "6. flow training step, torch.compile vs eager",
         times["compiled"],
@@ -287,15 +312,17 @@ def compile_row(repeats: int, blocks: int, length: int, batch: int) -> dict[str,
 
 
 @torch.no_grad()
-def scaling_table(batch: int, dim: int, lengths: list[int], repeats: int) -> list[dict[str, Any]]:
+def scaling_table(
+    batch: int, dim: int, lengths: list[int], repeats: int, device: str = "cpu"
+) -> list[dict[str, Any]]:
     """ICA forward time and activation memory as the token count grows."""
     table = []
     for length in lengths:
-        layer = _ica(length, dim)
-        x = torch.randn(batch, 2 * length, dim)
-        forward = median_ms(lambda layer=layer, x=x: layer(x), repeats)
+        layer = _ica(length, dim, device)
+        x = torch.randn(batch, 2 * length, dim, device=device)
+        forward = median_ms(lambda layer=layer, x=x: layer(x), repeats, device=device)
         inverse = median_ms(
-            lambda layer=layer, x=x: layer.inverse(layer(x)[0]), max(1, repeats // 2)
+            lambda layer=layer, x=x: layer.inverse(layer(x)[0]), max(1, repeats // 2), 1, device
         )
         inverse -= forward
         with torch.enable_grad():
@@ -313,77 +340,47 @@ def scaling_table(batch: int, dim: int, lengths: list[int], repeats: int) -> lis
 
 
 def run(
-    out: str | Path | None = None, quick: bool = False, compile: bool = False
+    out: str | Path | None = None, quick: bool = False, compile: bool = False, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Run every row, print the tables, optionally write JSON; ``compile`` adds row 6."""
+    """Run every row on ``device``, print the tables, optionally write JSON; ``compile`` adds
+    row 6, ``device="cuda"`` the ``cuda`` tables (:func:`benchmarks.cuda.cuda_tables`)."""
     repeats = 3 if quick else 5
     batch, length = (4, 512) if quick else (16, 1024)
-    rows = ica_rows(batch, length, 64, repeats)
-    rows.append(flow_memory_row(4, 64 if quick else 128, 64))
-    rows.append(fusion_step_row(repeats, 128 if quick else 256, 2, "mit-b0" if quick else "mit-b3"))
+    rows = ica_rows(batch, length, 64, repeats, device)
+    rows.append(flow_memory_row(4, 64 if quick else 128, 64, device))
+    encoder = "mit-b0" if quick else "mit-b3"
+    rows.append(fusion_step_row(repeats, 128 if quick else 256, 2, encoder, device))
     if compile:
-        rows.append(compile_row(repeats, 2 if quick else 4, 64 if quick else 256, 2))
+        rows.append(compile_row(repeats, 2 if quick else 4, 64 if quick else 256, 2, device))
     from benchmarks.steps import arithmetic_bound_row, demo_row, tensors_row  # they import this
 
-    rows.append(arithmetic_bound_row(repeats, 16 if quick else 64, 1024 if quick else 2048))
-    rows.append(demo_row(repeats, quick))
-    rows.append(tensors_row(repeats))
+    mm_size = 1024 if quick else 2048
+    rows.append(arithmetic_bound_row(repeats, 16 if quick else 64, mm_size, device))
+    rows.append(demo_row(repeats, quick, device))
+    rows.append(tensors_row(repeats, device))
     if quick:  # the goals are set for the full shapes: no verdicts on the small ones
         for r in rows:
             r["met"] = None
     lengths = [256, 512, 1024] if quick else [256, 512, 1024, 2048, 4096]
-    scaling = scaling_table(2 if quick else 4, 64, lengths, repeats)
-    result = {
+    scaling = scaling_table(2 if quick else 4, 64, lengths, repeats, device)
+    cuda = torch.device(device).type == "cuda"
+    result: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         },
         "rows": rows,
         "scaling": scaling,
     }
-    _print(result)
+    if cuda:
+        from benchmarks.cuda import cuda_tables
+
+        result["cuda"] = cuda_tables(repeats, device)
+    from benchmarks.report import print_result
+
+    print_result(result)
     if out is not None:
         atomic_write_json(out, result)
     return result
-
-
-def _print(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(
-        title=f"mango bench ({result['machine']['device']}, {result['machine']['threads']} threads)"
-    )
-    for column in ("row", "mango", "baseline", "ratio", "goal", "met"):
-        table.add_column(column)
-    for r in result["rows"]:
-        table.add_row(
-            r["row"],
-            f"{r['mango']:.1f} {r['unit']}",
-            f"{r['baseline']:.1f} {r['unit']}",
-            f"{r['ratio']:.2f}x",
-            r["goal"],
-            {True: "yes", False: "no", None: "-"}[r["met"]],
-        )
-    console.print(table)
-    for r in result["rows"]:
-        notes = {
-            k: v
-            for k, v in r.items()
-            if k not in ("row", "mango", "baseline", "ratio", "goal", "met", "unit")
-        }
-        console.print(f"[dim]{r['row'][:2]} {notes}[/dim]")
-    scaling = Table(title="ICA scaling (fused forward, dense inverse)")
-    for column in ("tokens per modality", "forward ms", "inverse ms", "activation MiB"):
-        scaling.add_column(column)
-    for s in result["scaling"]:
-        scaling.add_row(
-            str(s["tokens_per_modality"]),
-            f"{s['forward_ms']:.1f}",
-            f"{s['inverse_ms']:.1f}",
-            f"{s['activation_mib']:.1f}",
-        )
-    console.print(scaling)

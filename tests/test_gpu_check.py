@@ -1,7 +1,11 @@
-"""``make gpu-check`` on a machine without a GPU: one line, exit 0, nothing written."""
+"""``make gpu-check``: without a GPU one line and exit 0; with one (faked here) one JSON file."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,3 +30,75 @@ def test_junit_counts(tmp_path: Path) -> None:
     )
     assert gpu_check._counts(report) == {"tests": 6, "failures": 1, "errors": 0, "skipped": 2}
     assert gpu_check._counts(tmp_path / "absent.xml") == {}
+
+
+def _fake_machine(monkeypatch: pytest.MonkeyPatch, tests_code: int, bench_writes: bool) -> list:
+    """CUDA 'available', fixed device facts, and subprocesses that write what the real ones do."""
+    commands: list = []
+
+    def fake_run(command, cwd, check):
+        commands.append(command)
+        if command[-1].startswith("--junitxml="):
+            report = Path(command[-1].removeprefix("--junitxml="))
+            assert command == gpu_check.gpu_tests_command(report)
+            report.write_text('<testsuite tests="9" failures="0" errors="0" skipped="1"/>')
+            return subprocess.CompletedProcess(command, tests_code)
+        assert command[:3] == [sys.executable, "-m", "mango.cli"]
+        if bench_writes:
+            rows = [{"row": "1. ICA forward", "mango": 2.0}]
+            Path(command[-1]).write_text(json.dumps({"machine": {"device": "H"}, "rows": rows}))
+        return subprocess.CompletedProcess(command, 0 if bench_writes else 1)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu_check, "device_facts", lambda: {"device": "H", "devices": 1})
+    monkeypatch.setattr(gpu_check.subprocess, "run", fake_run)
+    return commands
+
+
+def test_with_a_gpu_it_writes_one_json_of_tests_and_bench(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands = _fake_machine(monkeypatch, tests_code=0, bench_writes=True)
+    out = tmp_path / "g.json"
+    assert gpu_check.main(["--out", str(out)]) == 0
+    assert list(tmp_path.iterdir()) == [out]  # the junit and bench files stay in a temp folder
+    result = json.loads(out.read_text())
+    assert result["device"] == "H" and result["devices"] == 1
+    tests = result["tests"]
+    assert {k: tests[k] for k in ("exit_code", "tests", "failures", "errors", "skipped")} == {
+        "exit_code": 0, "tests": 9, "failures": 0, "errors": 0, "skipped": 1
+    }  # fmt: skip
+    assert result["bench"]["exit_code"] == 0 and result["bench"]["rows"][0]["mango"] == 2.0
+    assert [c[3:] for c in commands] == [
+        [str(gpu_check.ROOT / "tests"), "-m", "gpu", "-rs", commands[0][-1]],
+        ["bench", "--device", "cuda", "--out", commands[1][-1]],
+    ]
+    assert capsys.readouterr().out.count("\n") == 1
+
+
+@pytest.mark.parametrize("tests_code,bench_writes", [(1, True), (0, False)])
+def test_a_failure_still_writes_the_json_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tests_code: int, bench_writes: bool
+) -> None:
+    _fake_machine(monkeypatch, tests_code, bench_writes)
+    out = tmp_path / "g.json"
+    assert gpu_check.main(["--out", str(out)]) == 1
+    result = json.loads(out.read_text())
+    assert result["tests"]["exit_code"] == tests_code
+    assert ("rows" in result["bench"]) == bench_writes
+
+
+def test_the_gpu_tests_skip_here_with_their_reasons(tmp_path: Path) -> None:
+    """``make gpu-check``'s own test selection, run on this machine: all skipped, each with a
+    one-line reason (no CUDA here, or fewer than two GPUs for DDP)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the gpu tests run for real")
+    report = tmp_path / "r.xml"
+    done = subprocess.run(
+        gpu_check.gpu_tests_command(report), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    counts = gpu_check._counts(report)
+    assert counts["tests"] >= 10 and counts["skipped"] == counts["tests"], counts
+    reasons = set(re.findall(r"SKIPPED \[\d+\] [^:]+:\d+: (.*)", done.stdout))
+    assert reasons == {"needs a CUDA GPU", "needs two CUDA GPUs"}, done.stdout[-2000:]

@@ -289,11 +289,16 @@ def bench(
     compile: bool = typer.Option(
         False, "--compile", help="Add row 6: torch.compile vs eager (compiling takes minutes)."
     ),
+    device: str = typer.Option(
+        "cpu",
+        "--device",
+        help="cpu or cuda (synchronized timings, plus peak memory of the recipes' steps).",
+    ),
 ) -> None:
     """Speed and memory ratios of MANGO against baselines measured in the same run."""
     from mango.bench import run_bench
 
-    run_bench(out, quick=quick, compile=compile)
+    run_bench(out, quick=quick, compile=compile, device=device)
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:

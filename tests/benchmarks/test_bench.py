@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import torch
+from benchmarks import cuda, suite
+from benchmarks.report import print_result
 from benchmarks.suite import row
 
 from mango.cli import main
@@ -42,3 +45,56 @@ def test_verdict_follows_ratio_and_goal():
     assert row("slower", 16.0, 10.0, "<= 1.5x slower")["met"] is False  # 1.6x
     assert row("memory", 3.0, 1.0, "<= 2x", unit="MiB")["met"] is False
     assert row("compile", 1.0, 2.0, "measured (off by default)")["met"] is None
+
+
+def test_bench_device_flag_names_the_flag_on_bad_input(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "mango: error: --device cuda: no CUDA GPU on this machine "
+        "(torch.cuda.is_available() is False)"
+    ]
+    assert main(["bench", "--device", "tpu"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("mango: error: --device: unknown device 'tpu'")
+
+
+def test_bench_device_flag_reaches_the_suite(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(suite, "run", lambda out, **kwargs: calls.append(kwargs) or {})
+    assert main(["bench", "--device", "cuda", "--quick"]) == 0
+    assert main(["bench"]) == 0
+    assert calls == [
+        {"quick": True, "compile": False, "device": "cuda"},
+        {"quick": False, "compile": False, "device": "cpu"},
+    ]
+
+
+def test_cuda_timings_synchronize_the_device(monkeypatch):
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: events.append("sync"))
+    suite.paired_median_ms({"f": lambda: events.append("f")}, repeats=2, warmup=0, device="cuda")
+    assert events == ["sync", "f", "sync"] * 2
+    events.clear()
+    suite.paired_median_ms({"f": lambda: events.append("f")}, repeats=2, warmup=0)
+    assert events == ["f", "f"]
+
+
+def test_cuda_tables_run_off_cuda_on_smoke_configs(capsys, monkeypatch):
+    """The functions behind ``--device cuda``'s tables, on the CPU (peak memory is CUDA-only)."""
+    assert [p.stem for p in cuda.recipe_configs()] == ["mmimdb", "nyudv2", "sunrgbd", "taskonomy"]
+    step = cuda.nyudv2_step(1, "cpu", config=cuda.CONFIGS / "nyudv2-smoke.yaml")
+    assert step["config"] == "nyudv2-smoke.yaml" and "mit-tiny, 64x64, batch 2" in step["shape"]
+    for name in ("memory_saving", "standard"):
+        assert step[name]["step_ms"] > 0 and step[name]["peak_mib"] is None
+    flows = cuda.recipe_flows(1, "cpu", [cuda.CONFIGS / "synthetic-smoke.yaml"])
+    assert [(f["flow"], f["tokens"], f["dim"], f["blocks"], f["batch"]) for f in flows] == [
+        ("stages.2.fusion.flow", [16, 16], 16, 2, 8)
+    ]
+    assert flows[0]["step_ms"] > 0 and flows[0]["peak_mib"] is None
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps at the terminal width
+    print_result({"machine": {"device": "cpu", "threads": 1}, "rows": [], "scaling": [],
+                  "cuda": {"nyudv2_step": step, "recipe_flows": flows}})  # fmt: skip
+    out = capsys.readouterr().out
+    assert "nyudv2-smoke.yaml training step" in out and "stages.2.fusion.flow" in out

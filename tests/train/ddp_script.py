@@ -1,5 +1,7 @@
 """Run by test_ddp.py: train the smoke config on 2 CPU processes (gloo) and dump each rank's weights.
 
+With a third argument ``gpu`` the two processes run on two CUDA devices (NCCL) instead.
+
 Lightning's DDP launcher re-executes this script for the second rank. With a third argument
 ``nan-on-rank-1``, rank 1 turns one flow weight into NaN before step 3 and the script exits the
 way ``mango train`` does: one ``mango: error: ...`` line and exit code 2.
@@ -68,5 +70,8 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
     if sys.argv[3:] == ["nan-on-rank-1"]:
         sys.exit(train_with_nan_on_rank_one(config, out))
-    task, cfg = load_config(config, OVERRIDES)
+    overrides = OVERRIDES
+    if sys.argv[3:] == ["gpu"]:  # one process per CUDA device; Lightning's DDP then uses NCCL
+        overrides = [o.replace("accelerator=cpu", "accelerator=gpu") for o in OVERRIDES]
+    task, cfg = load_config(config, overrides)
     train(task, cfg, out / "run", progress=False, callbacks=[DumpRankWeights(out)])

@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo) train with DDP: equal weights at the end; a NaN on one rank stops both."""
+"""Two CPU processes (gloo; NCCL on two GPUs, marked gpu) train with DDP: equal weights at the end;
+a NaN on one rank stops both."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from mango.train.checkpoint import read_checkpoint
@@ -38,8 +40,8 @@ def _run_script(out: Path, *extra: str, timeout: int = 300) -> subprocess.Comple
     )
 
 
-def test_two_process_ddp_ranks_end_with_equal_weights(tmp_path):
-    result = _run_script(tmp_path)
+def _ranks_end_with_equal_weights(tmp_path: Path, *extra: str) -> None:
+    result = _run_script(tmp_path, *extra)
     assert result.returncode == 0, result.stderr[-2000:]
     start = torch.load(tmp_path / "start_rank0.pt")
     rank0 = torch.load(tmp_path / "end_rank0.pt")
@@ -52,6 +54,16 @@ def test_two_process_ddp_ranks_end_with_equal_weights(tmp_path):
     ]
     assert len(trained) > len(rank0) // 2, "training did not change the weights"
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 6
+
+
+def test_two_process_ddp_ranks_end_with_equal_weights(tmp_path):
+    _ranks_end_with_equal_weights(tmp_path)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpu_nccl_ddp_ranks_end_with_equal_weights(tmp_path):
+    _ranks_end_with_equal_weights(tmp_path, "gpu")
 
 
 def test_nan_on_one_rank_stops_both_with_one_line(tmp_path):
