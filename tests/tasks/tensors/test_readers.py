@@ -154,6 +154,21 @@ def test_npy_renamed_npz_and_truncated_archive(tensors_copy: Path) -> None:
     assert zipfile.is_zipfile(split_path(tensors_copy, "train")) is False
 
 
+@pytest.mark.parametrize(
+    "flag,error", [(0x1, "RuntimeError"), (0x20, "NotImplementedError")]
+)  # found by the fuzz test: an encrypted member, and one with "compressed patched data"
+def test_zip_member_flags_zipfile_refuses_are_one_line(
+    tensors_copy: Path, flag: int, error: str
+) -> None:
+    victim = split_path(tensors_copy, "train")
+    data = bytearray(victim.read_bytes())
+    central = data.index(b"PK\x01\x02")  # first central-directory entry; its flags at +8
+    data[central + 8] |= flag
+    victim.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=f"^{victim}: array .* cannot be read \\({error}\\)$"):
+        read_split(tensors_copy, "train")
+
+
 def test_named_modality_absent_and_target_mismatch(tensors_copy: Path) -> None:
     path = split_path(tensors_copy, "train")
     with pytest.raises(DataError, match=f"^{path}: modality 'audio' named in data.modalities"):

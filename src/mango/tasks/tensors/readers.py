@@ -15,6 +15,7 @@ names the file and the array.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,11 @@ def infer_target(label: np.ndarray) -> str:
     return "multiclass" if label.ndim == 1 else "multilabel"
 
 
+#: what reading a damaged zip member raises (encrypted or unsupported flags: RuntimeError,
+#: NotImplementedError; a corrupt deflate stream: zlib.error)
+_ZIP_ERRORS = (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)
+
+
 def _load(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
@@ -73,7 +79,7 @@ def _load(path: Path) -> dict[str, np.ndarray]:
                 f"{path}: not a readable .npz archive (not a zip file; pickled data is never loaded)"
             ) from None
         raise DataError(f"{path}: not a readable .npz archive ({type(error).__name__})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
+    except _ZIP_ERRORS as error:
         raise DataError(f"{path}: not a readable .npz archive ({type(error).__name__})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: not an .npz archive (a single .npy array)")
@@ -89,7 +95,7 @@ def _load(path: Path) -> dict[str, np.ndarray]:
                         "objects); store one numeric array per modality"
                     ) from None
                 raise DataError(f"{path}: array {key!r} cannot be read ({error})") from None
-            except (OSError, EOFError, zipfile.BadZipFile) as error:
+            except _ZIP_ERRORS as error:
                 raise DataError(
                     f"{path}: array {key!r} cannot be read ({type(error).__name__})"
                 ) from None
