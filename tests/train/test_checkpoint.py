@@ -79,6 +79,19 @@ def test_a_checkpoint_is_plain_data_apart_from_the_version_of_earlier_ones(tmp_p
     assert read_checkpoint(path)["mango"]["versions"]["torch"] == str(torch.__version__)
 
 
+def test_torch_without_safe_globals_reads_new_checkpoints_and_refuses_code(
+    tmp_path, monkeypatch, payload
+):
+    """torch < 2.5 has no ``safe_globals``: what this version writes still loads, code does not."""
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    new = {"state_dict": {"w": torch.ones(2)}, "mango": metadata({"task": "synthetic"})}
+    assert read_checkpoint(_save(tmp_path / "new.ckpt", new))["state_dict"]["w"].sum() == 2
+    evil = _save(tmp_path / "evil.ckpt", {"state_dict": {}, "mango": payload})
+    with pytest.raises(CheckpointError, match="refused: it holds a pickled exec"):
+        read_checkpoint(evil)
+    assert not payload.marker.exists()
+
+
 def test_non_dict_entries_are_not_a_mango_checkpoint(tmp_path):
     path = _save(tmp_path / "odd.ckpt", {"state_dict": {}, "mango": 3})
     with pytest.raises(CheckpointError, match="not a MANGO checkpoint"):

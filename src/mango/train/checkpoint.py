@@ -9,6 +9,7 @@ Lightning's loop, optimizer and scheduler states.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import platform
 import re
@@ -27,6 +28,13 @@ from mango.io import atomic_save
 #: Earlier mango checkpoints store ``versions["torch"]`` as torch's ``TorchVersion``, a ``str``
 #: subclass (now a plain ``str``); admitting it keeps them loadable. Nothing else is admitted.
 EARLIER_GLOBALS = [TorchVersion]
+
+
+def _admitting(classes: list[type]) -> contextlib.AbstractContextManager[Any]:
+    """``torch.serialization.safe_globals(classes)`` for one load; torch < 2.5 has no such
+    context, and there only what this version writes (plain data and tensors) is read."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    return contextlib.nullcontext() if safe_globals is None else safe_globals(classes)
 
 
 class MangoCheckpointIO(TorchCheckpointIO):
@@ -74,7 +82,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        with torch.serialization.safe_globals(EARLIER_GLOBALS):
+        with _admitting(EARLIER_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL (\S+)", str(error))  # the class or function it would load

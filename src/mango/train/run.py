@@ -202,7 +202,6 @@ def train(
             module,
             datamodule=MangoDataModule(task, cfg, getattr(module.model, "modalities", ())),
             ckpt_path=checkpoint if resume else None,
-            weights_only=True,
         )
     except MangoError:
         # A run that failed before its first checkpoint leaves nothing (rank 0 owns the folder).
