@@ -1,6 +1,6 @@
 """The tables ``mango bench --device cuda`` adds: peak memory and time of the recipes' steps.
 
-- ``nyudv2_step``: one AdamW training step of the ``configs/nyudv2.yaml`` model at its crop size
+- ``nyudv2_step``: one optimizer step (built as in training) of the ``configs/nyudv2.yaml`` model at its crop size
   and batch, with its precision (bf16 autocast for encoders and head; the flow stays float32),
   with and without ``flow.memory_saving``: median time and ``torch.cuda.max_memory_allocated``
   (weights, optimizer state and activations).
@@ -51,14 +51,15 @@ def measure(make_step: Callable[[], Callable[[], None]], repeats: int, device: s
 def _segmentation_step(
     config: Path, overrides: Sequence[str], device: str
 ) -> Callable[[], Callable[[], None]]:
-    """A builder of one AdamW step of a segmentation config's model on a random batch."""
+    """A builder of one optimizer step of a segmentation config's model on a random batch."""
+    from mango.train.module import build_optimizer
     from mango.train.run import load_config
 
     def make() -> Callable[[], None]:
         task, cfg = load_config(config, overrides)
         torch.manual_seed(0)
         model = task.build_model(cfg).to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        optimizer = build_optimizer(model, cfg)  # as in training
         batch, (height, width) = cfg.trainer.batch_size, cfg.data.crop_size
         channels = {"rgb": 3, "depth": 1}
         inputs = {
