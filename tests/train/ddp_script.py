@@ -4,7 +4,8 @@ With a third argument ``gpu`` the two processes run on two CUDA devices (NCCL) i
 
 Lightning's DDP launcher re-executes this script for the second rank. With a third argument
 ``nan-on-rank-1``, rank 1 turns one flow weight into NaN before step 3 and the script exits the
-way ``mango train`` does: one ``mango: error: ...`` line and exit code 2.
+way ``mango train`` does: one ``mango: error: ...`` line and exit code 2. With
+``bad-data-on-rank-1``, rank 1's loader meets an unreadable training sample at step 2 instead.
 """
 
 from __future__ import annotations
@@ -61,6 +62,29 @@ def train_with_nan_on_rank_one(config: Path, out: Path) -> int:
 
     plain_train = run.train
     run.train = lambda *args, **kwargs: plain_train(*args, **kwargs, callbacks=[NanOnRankOne()])
+    return train_in_cli(config, out)
+
+
+def bad_data_on_rank_one() -> None:
+    """Rank 1 only: the 17th training scene it loads (its third batch of 8: step 2) is unreadable."""
+    from mango.data.synthetic import SyntheticScenes
+    from mango.errors import DataError
+
+    plain_getitem = SyntheticScenes.__getitem__
+    loads = [0]
+
+    def getitem(self, index):
+        if self.split == "train" and torch.distributed.get_rank() == 1:
+            loads[0] += 1
+            if loads[0] == 17:
+                raise DataError(f"scene {index}: unreadable (injected by the test)")
+        return plain_getitem(self, index)
+
+    SyntheticScenes.__getitem__ = getitem
+
+
+def train_in_cli(config: Path, out: Path) -> int:
+    """``mango train`` with its error handling, on 2 CPU processes."""
     args = ["train", "--config", str(config), "--out", str(out / "run")]
     return main([*args, *(f"--set={override}" for override in OVERRIDES)])
 
@@ -70,6 +94,9 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
     if sys.argv[3:] == ["nan-on-rank-1"]:
         sys.exit(train_with_nan_on_rank_one(config, out))
+    if sys.argv[3:] == ["bad-data-on-rank-1"]:
+        bad_data_on_rank_one()
+        sys.exit(train_in_cli(config, out))
     overrides = OVERRIDES
     if sys.argv[3:] == ["gpu"]:  # one process per CUDA device; Lightning's DDP then uses NCCL
         overrides = [o.replace("accelerator=cpu", "accelerator=gpu") for o in OVERRIDES]

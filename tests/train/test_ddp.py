@@ -77,3 +77,14 @@ def test_nan_on_one_rank_stops_both_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert read_checkpoint(checkpoint)["global_step"] == 3  # nothing from the failed step
+
+
+def test_unreadable_sample_on_one_rank_stops_both_with_one_line(tmp_path):
+    """A DataError in rank 1's loader reaches both ranks' step: no rank waits in a collective."""
+    result = _run_script(tmp_path, "bad-data-on-rank-1", timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mango:")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("mango: error: scene "), lines
+    assert lines[0].endswith("unreadable (injected by the test) (rank 1, step 2)"), lines
+    assert "Traceback" not in result.stderr

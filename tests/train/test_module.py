@@ -85,3 +85,28 @@ def test_optimizer_is_fused_except_under_16_mixed(precision, fused):
     assert all(
         not torch.equal(a, p) for a, p in zip(before, module.model.parameters(), strict=True)
     )
+
+
+def test_unreadable_sample_reaches_the_step_and_stops_it_with_its_own_error():
+    """The loader returns a DataError as the batch; the step (train or val) raises it as is."""
+    from torch.utils.data import DataLoader
+
+    from mango.errors import DataError
+    from mango.train.data import DATA_FAILURE, Reported, collate
+
+    class Flaky(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            if index == 2:
+                raise DataError(f"sample {index}: unreadable")
+            return {"x": torch.full((2,), float(index))}
+
+    batches = list(DataLoader(Reported(Flaky()), batch_size=2, collate_fn=collate))
+    assert torch.equal(batches[0]["x"], torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    assert set(batches[1]) == {DATA_FAILURE}
+    module, _ = _module()
+    for step in (module.training_step, module.validation_step):
+        with pytest.raises(DataError, match=r"^sample 2: unreadable$"):
+            step(batches[1], 0)

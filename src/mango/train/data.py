@@ -15,7 +15,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from mango.config import RunConfig
 from mango.errors import ConfigError, DataError
@@ -105,6 +105,37 @@ class TransformedDataset(Dataset[Sample]):
         return self.transform(self.base[index], generator)
 
 
+#: the key of a batch that holds, instead of tensors, the :class:`DataError` of one of its samples
+DATA_FAILURE = "data_failure"
+
+
+class Reported(Dataset[Sample]):
+    """A dataset whose :class:`DataError` is returned as a value, not raised in the loader.
+
+    In a distributed run a rank whose loader raised would leave the other ranks waiting in the
+    next collective. Delivered to the step instead (:func:`collate` makes it the whole batch), the
+    error reaches :func:`mango.train.module.first_failure`, and every rank stops with it.
+    """
+
+    def __init__(self, base: Dataset[Sample]) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Any) -> Sample | DataError:
+        try:
+            return self.base[key]
+        except DataError as error:
+            return error
+
+
+def collate(samples: list[Sample | DataError]) -> Sample:
+    """``default_collate``; a batch with a failed sample is ``{DATA_FAILURE: its error}``."""
+    failed = next((s for s in samples if isinstance(s, DataError)), None)
+    return default_collate(samples) if failed is None else {DATA_FAILURE: failed}
+
+
 def eval_loader(
     task: Task,
     cfg: RunConfig,
@@ -112,19 +143,22 @@ def eval_loader(
     rank: int = 0,
     world_size: int = 1,
     wrap: Callable[[Dataset[Sample]], Dataset[Sample]] | None = None,
+    reported: bool = False,
 ) -> DataLoader[Any]:
     """A deterministic loader over ``split`` (sharded by rank); ``wrap`` may wrap the dataset
-    (e.g. :func:`mango.train.missing.with_missing`)."""
+    (e.g. :func:`mango.train.missing.with_missing`); ``reported``: data errors come as batches
+    (:class:`Reported`)."""
     dataset: Dataset[Sample] = TransformedDataset(
         task.dataset(cfg, split), task.transform(cfg, train=False)
     )
     if wrap is not None:
         dataset = wrap(dataset)
     return DataLoader(
-        dataset,
+        Reported(dataset) if reported else dataset,
         batch_size=cfg.trainer.eval_batch_size or cfg.trainer.batch_size,
         sampler=ShardSampler(len(dataset), rank, world_size),
         num_workers=cfg.trainer.num_workers,
+        collate_fn=collate if reported else None,
     )
 
 
@@ -169,13 +203,14 @@ class MangoDataModule(pl.LightningDataModule):
             world,
         )
         return DataLoader(
-            dataset,
+            Reported(dataset),
             batch_size=cfg.trainer.batch_size,
             sampler=sampler,
             num_workers=cfg.trainer.num_workers,
             drop_last=True,
             persistent_workers=False,
+            collate_fn=collate,
         )
 
     def val_dataloader(self) -> DataLoader[Any]:
-        return eval_loader(self.task, self.cfg, "val", *self._rank_world())
+        return eval_loader(self.task, self.cfg, "val", *self._rank_world(), reported=True)

@@ -10,10 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from mango.config import RunConfig, dump_yaml
-from mango.errors import MangoError
+from mango.errors import DataError, MangoError
 from mango.flows import InvertibleCrossAttention, NonFiniteFlowError
 from mango.tasks.base import Sample, Task
 from mango.train.checkpoint import check_architecture, metadata
+from mango.train.data import DATA_FAILURE
 from mango.train.health import FlowHealthMonitor
 
 
@@ -25,7 +26,10 @@ def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def first_failure(problem: str | None, device: torch.device) -> tuple[int, str] | None:
+Problem = str | DataError  # what stops a step: a description of non-finite values, or bad data
+
+
+def first_failure(problem: Problem | None, device: torch.device) -> tuple[int, Problem] | None:
     """``(rank, problem)`` of the first process whose ``problem`` is not None, or None.
 
     In a distributed run every rank calls it: all learn whether any rank failed, so all stop at
@@ -39,7 +43,7 @@ def first_failure(problem: str | None, device: torch.device) -> tuple[int, str] 
     torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
     if not failed.item():
         return None
-    problems: list[str | None] = [None] * torch.distributed.get_world_size()
+    problems: list[Problem | None] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(problems, problem)
     return next((rank, p) for rank, p in enumerate(problems) if p is not None)
 
@@ -189,18 +193,37 @@ class MangoModule(pl.LightningModule):
             )
         return loss, task_loss, bits
 
-    def training_step(self, batch: Sample, batch_idx: int) -> Tensor:
-        losses = self._losses(batch)
-        failure = first_failure(losses if isinstance(losses, str) else None, self.device)
-        if failure is not None:  # on every rank, before any rank enters the backward pass
-            rank, problem = failure
-            on_rank = f" on rank {rank}" if _distributed() else ""
-            raise NonFiniteError(
-                f"step {self.global_step}{on_rank}: {problem}; no weights were written from "
-                "this step (lower optim.lr or check the inputs)",
-                duplicate=_distributed() and torch.distributed.get_rank() != 0,
+    def _stop_on_failure(self, problem: Problem | None) -> None:
+        """Raise on every rank, before any rank enters a collective, if any rank has a problem.
+
+        A non-finite value is a :class:`NonFiniteError`; a sample that could not be read
+        (:class:`~mango.train.data.Reported`) is its own :class:`DataError`, which a distributed
+        run tags with the rank and step. Rank 0 reports; the others stop quietly.
+        """
+        failure = first_failure(problem, self.device)
+        if failure is None:
+            return
+        rank, problem = failure
+        distributed = _distributed()
+        duplicate = distributed and torch.distributed.get_rank() != 0
+        if isinstance(problem, DataError):
+            if not distributed:
+                raise problem
+            raise DataError(
+                f"{problem} (rank {rank}, step {self.global_step})", duplicate=duplicate
             )
-        assert not isinstance(losses, str)  # first_failure returns this rank's own problem
+        on_rank = f" on rank {rank}" if distributed else ""
+        raise NonFiniteError(
+            f"step {self.global_step}{on_rank}: {problem}; no weights were written from "
+            "this step (lower optim.lr or check the inputs)",
+            duplicate=duplicate,
+        )
+
+    def training_step(self, batch: Sample, batch_idx: int) -> Tensor:
+        unread = batch.get(DATA_FAILURE)
+        losses = unread if unread is not None else self._losses(batch)
+        self._stop_on_failure(losses if isinstance(losses, str | DataError) else None)
+        assert not isinstance(losses, str | DataError)  # first_failure returns this rank's own
         loss, task_loss, bits = losses
         size = len(next(v for v in batch.values() if isinstance(v, Tensor)))
         if bits is not None:
@@ -213,6 +236,7 @@ class MangoModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: Sample, batch_idx: int) -> None:
+        self._stop_on_failure(batch.get(DATA_FAILURE))
         outputs = self.task.predict(self.model, batch, self.cfg)
         self.task.update_metric(self.val_metric, outputs, batch)
         bits = getattr(outputs, "bits_per_dim", None)
