@@ -15,7 +15,7 @@ from mango.flows.signed import (
     DENSE_MAX_TOKENS,
     signed_layer,
     signed_mask,
-    signed_probabilities,
+    signed_solve,
     signed_strength,
     signed_temperature,
 )
@@ -214,15 +214,14 @@ class InvertibleCrossAttention(FlowLayer):
         eye = torch.eye(self.l2, dtype=x1.dtype, device=x1.device)
         return eye + self.strength_value.to(x1.dtype) * n, positive
 
-    def _signed_inverse_matrix(self, y1: Tensor) -> Tensor:
-        """``A = I + β N`` for the inverse; under ``no_grad`` built in the softmax's buffer."""
+    def _signed_inverse(self, y1: Tensor, y2: Tensor) -> Tensor:
+        """``X2`` from ``A X2 = Y2``: with autograd, the dense ``A`` and one triangular solve;
+        under ``no_grad``, by blocks of rows without forming ``A`` (:func:`signed_solve`)."""
         if torch.is_grad_enabled():
-            return self._signed_matrix(y1)[0]
+            a = self._signed_matrix(y1)[0]
+            return torch.linalg.solve_triangular(a, y2, upper=True, unitriangular=True)
         q, k = self._queries_keys(y1, scale=1.0 / self.temperature.to(y1.dtype))
-        p = signed_probabilities(q, k, self.signed_mask)
-        a = p[0].sub_(p[1]).mul_(0.5 * self.strength_value.to(y1.dtype))
-        a.diagonal(dim1=-2, dim2=-1).add_(1.0)
-        return a
+        return signed_solve(q, k, y2, self.strength_value.to(y1.dtype))
 
     def log_coefficients(self) -> tuple[Tensor, Tensor]:
         """``(log c0, log c1)`` of ``A = c0 I + c1 P`` (``log c0`` may be ``-inf``)."""
@@ -377,12 +376,13 @@ class InvertibleCrossAttention(FlowLayer):
             y = self.mixing.mix(y, factors)
         y1, y2 = y.index_select(1, self.idx1), y.index_select(1, self.idx2)
         if self.signed:
-            a, log_diag = self._signed_inverse_matrix(y1), y.new_zeros(y.shape[0], self.l2)
-        elif torch.is_grad_enabled():
-            a, log_diag, _ = self._attention(y1)
+            x2, log_diag = self._signed_inverse(y1, y2), y.new_zeros(y.shape[0], self.l2)
         else:
-            a, log_diag = self._attention_in_place(y1)
-        x2 = torch.linalg.solve_triangular(a, y2, upper=True, unitriangular=self.signed)
+            if torch.is_grad_enabled():
+                a, log_diag, _ = self._attention(y1)
+            else:
+                a, log_diag = self._attention_in_place(y1)
+            x2 = torch.linalg.solve_triangular(a, y2, upper=True)
         x = self._merge(y1, x2)
         if self.mixing is not None:
             x = self.mixing.unmix(x, factors)
