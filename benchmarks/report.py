@@ -33,7 +33,7 @@ def print_result(result: dict[str, Any]) -> None:
             if k not in ("row", "mango", "baseline", "ratio", "goal", "met", "unit")
         }
         console.print(f"[dim]{r['row'][:2]} {notes}[/dim]")
-    scaling = Table(title="ICA scaling (fused forward, dense inverse)")
+    scaling = Table(title="ICA scaling (fused forward, inverse by row blocks)")
     for column in ("tokens per modality", "forward ms", "inverse ms", "activation MiB"):
         scaling.add_column(column)
     for s in result["scaling"]:
