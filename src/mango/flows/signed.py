@@ -28,8 +28,9 @@ as one autograd node: a forward of about twenty kernels that keeps ``P^{\\pm}``
 
 then the usual products for ``q``, ``k``, ``τ`` and the two LayerNorms; inside the input-only
 product of the detached NLL (:func:`~mango.flows.backprop.input_gradients_only`) the parameter
-gradients are skipped. Longer sequences use the flash kernel, which never forms ``P^{\\pm}``
-(:mod:`mango.flows.fused`).
+gradients are skipped. Longer sequences use one ``scaled_dot_product_attention`` call with two
+heads, which never forms ``P^{\\pm}`` (``InvertibleCrossAttention._signed_fused``). Without
+autograd the inverse solves by blocks of rows (:func:`signed_solve`), which never forms ``A``.
 
 Example:
     >>> from mango.flows import ActNorm, InvertibleCrossAttention
