@@ -66,25 +66,27 @@ def test_two_gpu_nccl_ddp_ranks_end_with_equal_weights(tmp_path):
     _ranks_end_with_equal_weights(tmp_path, "gpu")
 
 
-def test_nan_on_one_rank_stops_both_with_one_line(tmp_path):
-    result = _run_script(tmp_path, "nan-on-rank-1", timeout=120)
+def _the_one_error_line(out: Path, mode: str) -> str:
+    """Run ``ddp_script.py`` in ``mode``: both ranks exit 2, no traceback, one ``mango:`` line."""
+    result = _run_script(out, mode, timeout=120)
     lines = [line for line in result.stderr.splitlines() if line.startswith("mango:")]
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(lines) == 1, lines
-    assert lines[0].startswith("mango: error: step 3 on rank 1: non-finite flow tokens"), lines
-    # the poisoned ICA layer (its one-node forward computes the query projection itself)
-    assert "first non-finite output in stages.2.fusion.flow.layers.1.layers.3" in lines[0]
     assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_nan_on_one_rank_stops_both_with_one_line(tmp_path):
+    line = _the_one_error_line(tmp_path, "nan-on-rank-1")
+    assert line.startswith("mango: error: step 3 on rank 1: non-finite flow tokens"), line
+    # the poisoned ICA layer (its one-node forward computes the query projection itself)
+    assert "first non-finite output in stages.2.fusion.flow.layers.1.layers.3" in line
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert read_checkpoint(checkpoint)["global_step"] == 3  # nothing from the failed step
 
 
 def test_unreadable_sample_on_one_rank_stops_both_with_one_line(tmp_path):
     """A DataError in rank 1's loader reaches both ranks' step: no rank waits in a collective."""
-    result = _run_script(tmp_path, "bad-data-on-rank-1", timeout=120)
-    lines = [line for line in result.stderr.splitlines() if line.startswith("mango:")]
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("mango: error: scene "), lines
-    assert lines[0].endswith("unreadable (injected by the test) (rank 1, step 2)"), lines
-    assert "Traceback" not in result.stderr
+    line = _the_one_error_line(tmp_path, "bad-data-on-rank-1")
+    assert line.startswith("mango: error: scene "), line
+    assert line.endswith("unreadable (injected by the test) (rank 1, step 2)"), line
