@@ -96,8 +96,8 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     """AdamW (or Adam) over three groups: backbone at ``optim.lr``, head at ``lr · head_lr_mult``,
     ICA strengths at the head's rate times ``gate_lr_mult`` and without weight decay.
 
-    The fused kernel updates every parameter in one call: the small flows' many small tensors
-    made the per-tensor update 3-5x slower on a CPU. It is used where this torch has it for the
+    The fused kernel updates every parameter in one call: with a flow's many small tensors the
+    per-tensor update was about 5x slower on a CPU (docs/performance.md). It is used where this torch has it for the
     parameters' device, except under ``16-mixed`` (Lightning cannot clip gradients a fused
     optimizer unscales itself).
     """
