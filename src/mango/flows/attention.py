@@ -51,8 +51,9 @@ class InvertibleCrossAttention(FlowLayer):
     or pseudo-inverse). On the CPU (float32, float64) and on CUDA (float32) the forward pass of
     these forms uses a fused attention kernel that never forms ``A`` (``fused=True``,
     :mod:`mango.flows.fused`); elsewhere, and with ``fused=False``, the dense path runs.
-    Forms ``c_0 I + c_1 P``: ``"gated"`` ``c_0 = 1 - α, c_1 = α`` with ``α = sigmoid(g)`` learned and ``g`` initialised at ``gate_init`` (-4, α ≈ 0.02,
-    docs/design.md); ``"softmax"`` ``(0, 1)`` the paper's form; ``"half"`` ``(½, ½)``; ``"identity_plus"``
+    Forms ``c_0 I + c_1 P``: ``"gated"`` ``c_0 = 1 - α, c_1 = α`` with ``α = sigmoid(g)``
+    learned and ``g`` initialised at ``gate_init`` (-4, α ≈ 0.02, docs/design.md);
+    ``"softmax"`` ``(0, 1)`` the paper's form; ``"half"`` ``(½, ½)``; ``"identity_plus"``
     ``(1, 1)`` as in the official code. Their temperature ``τ = exp(t)`` is clamped to
     ``[1e-2, 1e4]``.
 
