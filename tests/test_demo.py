@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mango.demo import ENTRIES, run_demo
+from mango.demo import ENTRIES, MISSING_DEPTH, _missing_section, run_demo
 
 TINY = [
     "trainer.max_steps=4",
@@ -42,3 +42,14 @@ def test_demo_writes_seven_entries_and_a_report(tmp_path):
         assert (tmp_path / "figures" / figure).is_file() and figure in html
     assert "fusion_attention_off" in html and "misregist" in html
     assert "Depth absent: zero fill vs imputation by the flow" in html
+
+
+def test_missing_section_states_the_rgb_alone_bound():
+    """The report says how far imputation could go: the bound, and what half the gap needs."""
+    metrics = {"fusion": {"miou": 88.0}, "rgb_only": {"miou": 44.0}}
+    metrics[MISSING_DEPTH["zero"]] = {"miou": 48.0}
+    metrics[MISSING_DEPTH["impute"]] = {"miou": 45.0, "impute_ms_per_sample": 60.0}
+    text = _missing_section(metrics, 46.7).text
+    assert "no prediction from RGB can expect more than 46.7 mIoU here" in text
+    assert "closing half the gap would need 68.0" in text and "-8% of the gap" in text
+    assert "expect more than" not in _missing_section(metrics, None).text  # tiny test sets

@@ -20,6 +20,7 @@ from mango.data import (
     display_depth,
     display_rgb,
     generate_scene,
+    rgb_alone_miou_bound,
 )
 from mango.errors import ConfigError
 
@@ -217,3 +218,37 @@ def test_bad_arguments() -> None:
         SyntheticScenes(3)[3]
     with pytest.raises(IndexError):
         SyntheticScenes(3)[-4]
+
+
+def _coin_miou(masks: np.ndarray, p_dome: float, rng: np.random.Generator) -> float:
+    """mIoU (%) of an RGB-only prediction: background and family exact, each connected object
+    region of a family called dome with probability ``p_dome``, whatever its relief."""
+    from scipy.ndimage import label
+
+    pred = np.zeros_like(masks)
+    for scene, truth in zip(pred, masks, strict=True):
+        for family in (0, 1):
+            regions, count = label((truth == 1 + 2 * family) | (truth == 2 + 2 * family))
+            pit = rng.random(count + 1) >= p_dome
+            inside = regions > 0
+            scene[inside] = 1 + 2 * family + pit[regions[inside]]
+    ious = [
+        ((pred == c) & (masks == c)).sum() / ((pred == c) | (masks == c)).sum()
+        for c in range(NUM_CLASSES)
+    ]
+    return 100.0 * float(np.mean(ious))
+
+
+def test_rgb_alone_bound_holds_for_rgb_only_predictions() -> None:
+    """No prediction blind to the relief beats the bound on average; the truth is far above it."""
+    scenes = SyntheticScenes(150, split="test", size=32, misregistration=0.125)
+    masks = np.stack([scenes[i]["mask"].numpy() for i in range(len(scenes))])
+    bound = rgb_alone_miou_bound(masks)
+    assert 45.0 < bound < 48.5  # (1 + 4/3) / 5 for equal dome and pit areas
+    rng = np.random.default_rng(0)
+    for p_dome in (0.2, 0.5, 0.8):
+        mean = np.mean([_coin_miou(masks, p_dome, rng) for _ in range(40)])
+        assert mean < bound + 0.5, (p_dome, mean, bound)
+    assert np.mean([_coin_miou(masks, 0.5, rng) for _ in range(40)]) > bound - 1.5
+    with pytest.raises(ValueError, match="cool pit"):
+        rgb_alone_miou_bound(np.where(masks == 4, 3, masks))

@@ -7,6 +7,7 @@ from mango.data.synthetic import (
     display_depth,
     display_rgb,
     generate_scene,
+    rgb_alone_miou_bound,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "display_depth",
     "display_rgb",
     "generate_scene",
+    "rgb_alone_miou_bound",
 ]

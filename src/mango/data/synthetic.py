@@ -260,3 +260,41 @@ def display_depth(depth: Tensor | np.ndarray) -> np.ndarray:
     array = array.reshape(array.shape[-2:]).astype(np.float64)
     low, high = float(array.min()), float(array.max())
     return (array - low) / max(high - low, 1e-12)
+
+
+def rgb_alone_miou_bound(masks: Tensor | np.ndarray) -> float:
+    """The highest mIoU (%) that any prediction from RGB alone can expect on scenes with ``masks``.
+
+    Given the RGB image, a scene's background and each object's colour family can be read
+    exactly, but dome against pit is a fair coin: the relief is drawn independently of
+    everything RGB shows (colour, silhouette, size, position). So any RGB-only prediction labels
+    a fraction ``Q`` (by area, in expectation) of a family's object pixels "dome", and for that
+    family's dome and pit areas ``D`` and ``P`` the expected intersections and unions give, to
+    first order in a large test set,
+
+    .. math::
+
+        \\mathrm{IoU}_{dome} = \\frac{Q D}{D + Q P}, \\qquad
+        \\mathrm{IoU}_{pit} = \\frac{(1 - Q) P}{P + (1 - Q) D}.
+
+    The bound takes the background's IoU as 1 and each family's best ``Q`` (about ½ when
+    ``D ≈ P``, where the two IoUs are ⅓ each), so for equal areas it is
+    ``(1 + 4/3) / 5 ≈ 46.7 %``. Zero fill and imputation of depth are RGB-only predictions too.
+
+    Example:
+        >>> masks = np.array([[0, 1, 2, 3, 4]])  # one pixel of each class
+        >>> round(rgb_alone_miou_bound(masks), 1)
+        46.7
+    """
+    masks = masks.detach().cpu().numpy() if isinstance(masks, Tensor) else np.asarray(masks)
+    areas = np.bincount(masks.reshape(-1), minlength=NUM_CLASSES)[:NUM_CLASSES].astype(float)
+    q = np.linspace(0.0, 1.0, 2001)[:, None]
+    total = 1.0  # the background
+    for family in (0, 1):
+        dome, pit = areas[_class_id(family, True)], areas[_class_id(family, False)]
+        if dome == 0 or pit == 0:
+            name = CLASS_NAMES[_class_id(family, dome == 0)]
+            raise ValueError(f"rgb_alone_miou_bound: no pixel of class {name!r} in the masks")
+        both = q * dome / (dome + q * pit) + (1 - q) * pit / (pit + (1 - q) * dome)
+        total += float(both.max())
+    return 100.0 * total / NUM_CLASSES
