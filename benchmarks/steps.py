@@ -3,7 +3,9 @@
 Row 7 compares a small flow's training step with its **arithmetic bound**: the step's FLOPs
 (counted by ``torch.utils.flop_counter`` on the plain path, since ``FlopCounterMode`` cannot follow
 the one-pass detached-NLL backward) divided by this machine's matmul throughput, measured in the
-same interleaved rounds with one large ``torch.mm``. Row 8 times one optimizer step of a task's
+same interleaved rounds with one large ``torch.mm``. Beside it stand two floors of the same step:
+its no-grad forward alone, and its matrix products alone, replayed back to back at their
+shapes with nothing between them (:func:`matmul_replay`). Row 8 times one optimizer step of a task's
 fusion model against the same model with concatenation fusion; :func:`fusion_task_row` takes any
 task config, so other tasks' models (the ``tensors`` smoke model) can get their own row.
 """
@@ -40,6 +42,45 @@ def _flow_step(flow: MangoFlow, x: Tensor, detached: bool) -> Callable[[], None]
     return step
 
 
+#: The matrix-product operators :func:`matmul_replay` records, and their number of tensor inputs.
+_PRODUCTS = {"aten::mm": 2, "aten::bmm": 2, "aten::addmm": 3, "aten::baddbmm": 3}
+
+
+def matmul_replay(step: Callable[[], None], device: str = "cpu") -> Callable[[], None]:
+    """A function that runs every matrix product of one call of ``step``, at its shapes.
+
+    ``step`` runs once under ``torch.profiler`` with shapes recorded; the replay calls the same
+    ``torch.mm`` / ``bmm`` / ``addmm`` / ``baddbmm`` the same number of times on random inputs,
+    with no autograd, Python or other kernels between them: the least time those products take.
+
+    Example:
+        >>> a, b = torch.randn(3, 4), torch.randn(4, 5)
+        >>> replay = matmul_replay(lambda: (a @ b).sum())
+        >>> replay()  # one 3 x 4 @ 4 x 5 product
+    """
+    from torch.profiler import profile
+
+    with profile(record_shapes=True) as prof:
+        step()
+    calls: dict[tuple[str, tuple[tuple[int, ...], ...]], int] = {}
+    for event in prof.events():
+        if event.name in _PRODUCTS and event.input_shapes:
+            shapes = event.input_shapes[: _PRODUCTS[event.name]]
+            key = (event.name, tuple(tuple(s) for s in shapes))
+            calls[key] = calls.get(key, 0) + 1
+    products = [
+        (getattr(torch, name.split("::")[1]), [torch.randn(s, device=device) for s in shapes], n)
+        for (name, shapes), n in calls.items()
+    ]
+
+    def replay() -> None:
+        for fn, inputs, n in products:
+            for _ in range(n):
+                fn(*inputs)
+
+    return replay
+
+
 def arithmetic_bound_row(
     repeats: int, batch: int, mm_size: int = 2048, device: str = "cpu"
 ) -> dict[str, Any]:
@@ -55,11 +96,19 @@ def arithmetic_bound_row(
         _flow_step(flow, x, detached=False)()
     flops = counter.get_total_flops()
     a, b = (torch.randn(mm_size, mm_size, device=device) for _ in range(2))
+    step = _flow_step(flow, x, detached=True)
+
+    def forward() -> None:
+        with torch.no_grad():
+            flow(x)
+
     times = paired_median_ms(
         {
-            "step": _flow_step(flow, x, detached=True),
+            "step": step,
             "plain": _flow_step(flow, x, detached=False),
             "mm": lambda: torch.mm(a, b),
+            "forward": forward,
+            "matmuls": matmul_replay(step, device),
         },
         repeats,
         warmup=2,
@@ -77,13 +126,16 @@ def arithmetic_bound_row(
         gflop_counted=flops / 1e9,
         matmul_gflops=throughput / 1e9,
         step_without_detached_nll_ms=times["plain"],
+        forward_no_grad_ms=times["forward"],
+        matmuls_alone_ms=times["matmuls"],
     )
 
 
 def _task_step(
     config: dict[str, Any], overrides: Sequence[str], batch: int, device: str
-) -> Callable[[], None]:
-    """One optimizer step of ``task.build_model(cfg)`` on one batch: task loss + λ · bits/dim."""
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """One optimizer step of ``task.build_model(cfg)`` on one batch (task loss + λ · bits/dim),
+    and the model's no-grad forward on the same batch."""
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
     from mango.train.data import eval_loader
@@ -106,7 +158,11 @@ def _task_step(
         loss.backward()
         optimizer.step()
 
-    return step
+    def forward() -> None:
+        with torch.no_grad():
+            model(inputs)
+
+    return step, forward
 
 
 def fusion_task_row(
@@ -120,17 +176,23 @@ def fusion_task_row(
     shape: str,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """A row: one training step of ``config``'s model with ``mango`` vs ``concat`` overrides."""
+    """A row: one training step of ``config``'s model with ``mango`` vs ``concat`` overrides,
+    and the MANGO model's no-grad forward beside it (a floor of its step)."""
+    step, forward = _task_step(config, mango, batch, device)
     times = paired_median_ms(
-        {
-            "mango": _task_step(config, mango, batch, device),
-            "concat": _task_step(config, concat, batch, device),
-        },
+        {"mango": step, "concat": _task_step(config, concat, batch, device)[0], "forward": forward},
         repeats,
         warmup=2,
         device=device,
     )
-    return row(name, times["mango"], times["concat"], goal, shape=shape)
+    return row(
+        name,
+        times["mango"],
+        times["concat"],
+        goal,
+        shape=shape,
+        forward_no_grad_ms=times["forward"],
+    )
 
 
 def demo_row(repeats: int, quick: bool, device: str = "cpu") -> dict[str, Any]:

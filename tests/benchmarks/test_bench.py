@@ -32,10 +32,13 @@ def test_bench_quick_writes_every_row(tmp_path):
     assert bound["goal"] == "<= 3x slower"
     assert bound["gflop_counted"] > 0 and bound["matmul_gflops"] > 0
     assert bound["step_without_detached_nll_ms"] > 0
+    assert 0 < bound["matmuls_alone_ms"] < bound["mango"]  # a floor of the step: part of it
+    assert 0 < bound["forward_no_grad_ms"] < bound["mango"]
     demo = result["rows"][6]  # row 8: the demo's fusion model against its concatenation model
     assert demo["goal"] == "<= 1.5x slower" and "conv-small" in demo["shape"]
     tensors = result["rows"][7]  # row 9: the tensors smoke model against its concatenation model
     assert tensors["goal"] == "<= 3x slower" and "tensors" in tensors["row"]
+    assert all(0 < r["forward_no_grad_ms"] < r["mango"] for r in (demo, tensors))
 
 
 def test_verdict_follows_ratio_and_goal():
@@ -98,3 +101,37 @@ def test_cuda_tables_run_off_cuda_on_smoke_configs(capsys, monkeypatch):
                   "cuda": {"nyudv2_step": step, "recipe_flows": flows}})  # fmt: skip
     out = capsys.readouterr().out
     assert "nyudv2-smoke.yaml training step" in out and "stages.2.fusion.flow" in out
+
+
+def _products(fn):
+    """(operator, input shapes) of every matrix product ``fn`` runs, as the profiler sees them."""
+    from torch.profiler import profile
+
+    with profile(record_shapes=True) as prof:
+        fn()
+    return sorted(
+        (e.name, [tuple(s) for s in e.input_shapes if s])
+        for e in prof.events()
+        if e.name in ("aten::mm", "aten::bmm", "aten::addmm")
+    )
+
+
+def test_matmul_replay_runs_the_step_products_at_their_shapes():
+    from benchmarks.steps import matmul_replay
+
+    a, b, c = torch.randn(3, 4), torch.randn(2, 4, 5), torch.randn(5)
+
+    def step():
+        torch.addmm(c, a, b[0])
+        torch.bmm(b.mT, b)
+        for _ in range(2):
+            a @ a.mT
+
+    expected = [
+        ("aten::addmm", [(5,), (3, 4), (4, 5)]),
+        ("aten::bmm", [(2, 5, 4), (2, 4, 5)]),
+        ("aten::mm", [(3, 4), (4, 3)]),
+        ("aten::mm", [(3, 4), (4, 3)]),
+    ]
+    assert _products(step) == expected
+    assert _products(matmul_replay(step)) == expected
