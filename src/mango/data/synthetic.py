@@ -288,7 +288,7 @@ def rgb_alone_miou_bound(masks: Tensor | np.ndarray) -> float:
     """
     masks = masks.detach().cpu().numpy() if isinstance(masks, Tensor) else np.asarray(masks)
     areas = np.bincount(masks.reshape(-1), minlength=NUM_CLASSES)[:NUM_CLASSES].astype(float)
-    q = np.linspace(0.0, 1.0, 2001)[:, None]
+    q = np.linspace(0.0, 1.0, 2001)
     total = 1.0  # the background
     for family in (0, 1):
         dome, pit = areas[_class_id(family, True)], areas[_class_id(family, False)]
