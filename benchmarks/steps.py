@@ -3,11 +3,12 @@
 Row 7 compares a small flow's training step with its **arithmetic bound**: the step's FLOPs
 (counted by ``torch.utils.flop_counter`` on the plain path, since ``FlopCounterMode`` cannot follow
 the one-pass detached-NLL backward) divided by this machine's matmul throughput, measured in the
-same interleaved rounds with one large ``torch.mm``. Beside it stand two floors of the same step:
-its no-grad forward alone, and its matrix products alone, replayed back to back at their
-shapes with nothing between them (:func:`matmul_replay`). Row 8 times one optimizer step of a task's
-fusion model against the same model with concatenation fusion; :func:`fusion_task_row` takes any
-task config, so other tasks' models (the ``tensors`` smoke model) can get their own row.
+same interleaved rounds with one large ``torch.mm``. Beside it stand two floors of the same
+step: its no-grad forward alone, and its matrix products alone, replayed back to back at their
+shapes with nothing between them (:func:`matmul_replay`). Row 8 times one optimizer step of a
+task's fusion model against the same model with concatenation fusion, with the fusion model's
+no-grad forward beside it; :func:`fusion_task_row` takes any task config, so other tasks' models
+(the ``tensors`` smoke model, row 9) get their own row.
 """
 
 from __future__ import annotations
