@@ -52,3 +52,18 @@ def test_200_bf16_autocast_steps_stay_finite_and_invertible():
         flow = model.stages[2].fusion.flow
         back = flow.inverse(flow(tokens)[0])[0]
     assert ((back - tokens).norm() / tokens.norm()).item() < 1e-4
+
+
+def test_mango_train_under_bf16_mixed_with_gradient_clipping(tmp_path):
+    """The whole trainer under ``bf16-mixed`` (the GPU recipes' precision), clipping at 1.0:
+    Lightning clips only what an unfused optimizer unscales, so the optimizer must allow it."""
+    from pathlib import Path
+
+    from mango.cli import main
+
+    smoke = Path(__file__).resolve().parents[2] / "configs" / "synthetic-smoke.yaml"
+    sets = ["trainer.precision=bf16-mixed", "optim.grad_clip=1.0", "data.train_scenes=16"]
+    sets += ["data.val_scenes=4", "data.test_scenes=4"]
+    args = ["train", "--config", str(smoke), "--out", str(tmp_path / "run"), "--max-steps", "3"]
+    assert main([*args, *(a for s in sets for a in ("--set", s))]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

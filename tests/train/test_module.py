@@ -72,10 +72,20 @@ def test_ica_strengths_have_their_own_group_without_weight_decay():
     assert not strengths & set(others) and all(g["weight_decay"] == 0.05 for g in groups[:2])
 
 
-@pytest.mark.parametrize("precision,fused", [("32-true", True), ("16-mixed", None)])
-def test_optimizer_is_fused_except_under_16_mixed(precision, fused):
-    """One fused update for all parameters; under 16-mixed Lightning must clip, so not fused."""
-    module, _ = _module(f"trainer.precision={precision}")
+@pytest.mark.parametrize(
+    "precision,clip,fused",
+    [
+        ("32-true", "1.0", True),
+        ("64-true", "1.0", True),
+        ("16-mixed", "1.0", None),
+        ("bf16-mixed", "1.0", None),
+        ("bf16-mixed", "null", True),
+    ],
+)
+def test_optimizer_is_fused_except_where_mixed_precision_clips(precision, clip, fused):
+    """One fused update for all parameters; Lightning's mixed precision cannot clip one, so
+    there (with the default clipping) the optimizer is the per-tensor one."""
+    module, _ = _module(f"trainer.precision={precision}", f"optim.grad_clip={clip}")
     optimizer = module.configure_optimizers()["optimizer"]
     assert optimizer.defaults["fused"] is fused
     before = [p.detach().clone() for p in module.model.parameters()]

@@ -97,9 +97,10 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     ICA strengths at the head's rate times ``gate_lr_mult`` and without weight decay.
 
     The fused kernel updates every parameter in one call: with a flow's many small tensors the
-    per-tensor update was about 5x slower on a CPU (docs/performance.md). It is used where this torch has it for the
-    parameters' device, except under ``16-mixed`` (Lightning cannot clip gradients a fused
-    optimizer unscales itself).
+    per-tensor update was about 5x slower on a CPU (docs/performance.md). It is used where this
+    torch has it for the parameters' device, except under mixed precision (``16-mixed``,
+    ``bf16-mixed``) with gradient clipping: Lightning's mixed-precision plugin refuses to clip
+    the gradients of an optimizer that unscales them itself.
     """
     optim = cfg.optim
     backbone = model.backbone_parameters()
@@ -119,7 +120,8 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
     options = {"betas": optim.betas, "weight_decay": optim.weight_decay}
-    if cfg.trainer.precision != "16-mixed":
+    mixed = cfg.trainer.precision in ("16-mixed", "bf16-mixed")
+    if not (mixed and cfg.optim.grad_clip):
         try:
             return cls(groups, fused=True, **options)
         except RuntimeError:  # no fused kernel for this device (or torch < 2.4 on a CPU)
