@@ -26,6 +26,9 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 # On a machine with a CUDA GPU: the tests marked gpu and `mango bench --device cuda`, both written to
-# gpu-check.json. Elsewhere: one line, exit 0.
-gpu-check: $(STAMP)
-	$(BIN)/python -m mango.gpu_check --out gpu-check.json
+# gpu-check.json. Elsewhere: one line, exit 0. With GPU_PYTHON=python3 (a Python that already has a
+# CUDA build of torch and the dependencies, as on an offline GPU node) no .venv is built and the
+# package runs from src/.
+GPU_PYTHON ?=
+gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
+	$(if $(GPU_PYTHON),PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON),$(BIN)/python) -m mango.gpu_check --out gpu-check.json

@@ -102,3 +102,21 @@ def test_the_gpu_tests_skip_here_with_their_reasons(tmp_path: Path) -> None:
     assert counts["tests"] >= 10 and counts["skipped"] == counts["tests"], counts
     reasons = set(re.findall(r"SKIPPED \[\d+\] [^:]+:\d+: (.*)", done.stdout))
     assert reasons == {"needs a CUDA GPU", "needs two CUDA GPUs"}, done.stdout[-2000:]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU this would run the whole check")
+def test_make_gpu_check_with_gpu_python_builds_no_venv(tmp_path: Path) -> None:
+    """``make gpu-check GPU_PYTHON=...`` runs that Python on ``src/`` without building ``.venv``."""
+    root = Path(__file__).resolve().parents[1]
+    python = f"GPU_PYTHON={sys.executable}"
+    dry = subprocess.run(
+        ["make", "-n", "gpu-check", python], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert dry.stdout.splitlines() == [
+        f"PYTHONPATH=src${{PYTHONPATH:+:$PYTHONPATH}} {sys.executable} -m mango.gpu_check "
+        "--out gpu-check.json"
+    ]
+    done = subprocess.run(
+        ["make", "-s", "gpu-check", python], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == gpu_check.NO_GPU
