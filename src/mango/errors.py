@@ -32,5 +32,9 @@ class CheckpointError(MangoError):
     """A checkpoint cannot be used with the current model or version."""
 
 
+class OutputError(MangoError, OSError):
+    """An output file cannot be written (a full disk, no permission); what it replaces is kept."""
+
+
 class Interrupted(MangoError):
     """The user stopped a command (Ctrl-C); what was saved is kept and named in the message."""

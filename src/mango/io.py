@@ -1,6 +1,7 @@
 """Atomic file output: write to a temporary file in the same folder, then rename.
 
-A crash or a kill while writing never leaves a truncated file in place of a good one.
+A crash or a kill while writing never leaves a truncated file in place of a good one, and a write
+that fails (a full disk, no permission) is an :class:`~mango.errors.OutputError` naming the file.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from mango.errors import MangoError, OutputError
 
 
 @contextmanager
@@ -27,17 +30,27 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         b'ok'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _cannot_write(path, error) from error
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, MangoError):
+            raise _cannot_write(path, error) from error
         raise
+
+
+def _cannot_write(path: Path, error: OSError) -> OutputError:
+    kept = "; the previous file is kept" if path.exists() else ""
+    return OutputError(f"{path}: cannot write ({error.strerror or error}){kept}")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -5,7 +5,8 @@ With a third argument ``gpu`` the two processes run on two CUDA devices (NCCL) i
 Lightning's DDP launcher re-executes this script for the second rank. With a third argument
 ``nan-on-rank-1``, rank 1 turns one flow weight into NaN before step 3 and the script exits the
 way ``mango train`` does: one ``mango: error: ...`` line and exit code 2. With
-``bad-data-on-rank-1``, rank 1's loader meets an unreadable training sample at step 2 instead.
+``bad-data-on-rank-1``, rank 1's loader meets an unreadable training sample at step 2 instead;
+with ``full-disk-on-rank-0``, rank 0 (the one that writes) cannot write step 6's checkpoint.
 """
 
 from __future__ import annotations
@@ -83,6 +84,21 @@ def bad_data_on_rank_one() -> None:
     SyntheticScenes.__getitem__ = getitem
 
 
+def full_disk_on_rank_zero() -> None:
+    """Rank 0 only: writing a checkpoint of step 6 or later fails with "No space left"."""
+    import errno
+
+    plain_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        step = obj.get("global_step", 0) if isinstance(obj, dict) else 0
+        if step >= 6 and torch.distributed.get_rank() == 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return plain_save(obj, f, *args, **kwargs)
+
+    torch.save = save
+
+
 def train_in_cli(config: Path, out: Path) -> int:
     """``mango train`` with its error handling, on 2 CPU processes."""
     args = ["train", "--config", str(config), "--out", str(out / "run")]
@@ -96,6 +112,9 @@ if __name__ == "__main__":
         sys.exit(train_with_nan_on_rank_one(config, out))
     if sys.argv[3:] == ["bad-data-on-rank-1"]:
         bad_data_on_rank_one()
+        sys.exit(train_in_cli(config, out))
+    if sys.argv[3:] == ["full-disk-on-rank-0"]:
+        full_disk_on_rank_zero()
         sys.exit(train_in_cli(config, out))
     overrides = OVERRIDES
     if sys.argv[3:] == ["gpu"]:  # one process per CUDA device; Lightning's DDP then uses NCCL

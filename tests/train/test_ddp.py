@@ -90,3 +90,14 @@ def test_unreadable_sample_on_one_rank_stops_both_with_one_line(tmp_path):
     line = _the_one_error_line(tmp_path, "bad-data-on-rank-1")
     assert line.startswith("mango: error: scene "), line
     assert line.endswith("unreadable (injected by the test) (rank 1, step 2)"), line
+
+
+def test_a_full_disk_on_the_writing_rank_stops_both_with_one_line(tmp_path):
+    """Rank 0 cannot write step 6's checkpoint: rank 1 does not wait in a collective for it."""
+    line = _the_one_error_line(tmp_path, "full-disk-on-rank-0")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert line == (
+        f"mango: error: {checkpoint}: cannot write (No space left on device); "
+        "the previous file is kept"
+    )
+    assert read_checkpoint(checkpoint)["global_step"] == 3  # the interval before is kept

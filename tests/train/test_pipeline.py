@@ -240,3 +240,33 @@ def test_resume_loads_every_checkpoint_weights_only(trained, tmp_path, monkeypat
     checkpoint = str(run / "checkpoints" / "last.ckpt")
     assert [load for load in loads if load[0] == checkpoint] == [(checkpoint, True)] * 2, loads
     assert all(weights_only is True for _, weights_only in loads), loads
+
+
+def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_keeps_the_last(
+    tmp_path, monkeypatch, capsys
+):
+    """The write of step 4's checkpoint fails: one line naming the file, exit 2, step 2 kept."""
+    import errno
+
+    from mango.train.checkpoint import read_checkpoint
+
+    plain_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("global_step", 0) >= 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return plain_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    run = tmp_path / "run"
+    args = ["train", "--config", str(SMOKE), "--out", str(run), "--max-steps", "6", *FAST]
+    assert main([*args, "--set", "trainer.steps_per_checkpoint=2"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mango:")]
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    assert lines == [
+        f"mango: error: {checkpoint}: cannot write (No space left on device); "
+        "the previous file is kept"
+    ]
+    assert read_checkpoint(checkpoint)["global_step"] == 2
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["last.ckpt"]  # no temp file
+    assert (run / "weights.safetensors").is_file()

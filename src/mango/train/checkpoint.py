@@ -22,7 +22,7 @@ from packaging.version import InvalidVersion, Version
 from torch.torch_version import TorchVersion
 
 from mango import __version__
-from mango.errors import CheckpointError
+from mango.errors import CheckpointError, OutputError
 from mango.io import atomic_save
 
 #: Earlier mango checkpoints store ``versions["torch"]`` as torch's ``TorchVersion``, a ``str``
@@ -42,13 +42,22 @@ class MangoCheckpointIO(TorchCheckpointIO):
 
     A run killed while saving leaves the previous ``last.ckpt`` intact. Lightning's restore
     (``Trainer.fit(ckpt_path=...)``) reads through :func:`read_checkpoint` whatever
-    ``weights_only`` it asks for.
+    ``weights_only`` it asks for. A write that fails (an :class:`OutputError`: a full disk, no
+    permission) is kept in :attr:`failure` rather than raised, so that rank 0 still reaches the
+    barrier after it; :func:`mango.train.run.save_run` then stops every rank with it.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: OutputError | None = None
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
-        atomic_save(path, lambda f: torch.save(checkpoint, f))
+        try:
+            atomic_save(path, lambda f: torch.save(checkpoint, f))
+        except OutputError as error:
+            self.failure = error
 
     def load_checkpoint(
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from mango.config import RunConfig, apply_overrides, dump_yaml, read_yaml, validate
-from mango.errors import CheckpointError, ConfigError, Interrupted, MangoError
+from mango.errors import CheckpointError, ConfigError, Interrupted, MangoError, OutputError
 from mango.flows import attention_disabled
 from mango.io import atomic_write_json, atomic_write_text
 from mango.models.missing import filling, flow_fusions
@@ -116,22 +116,56 @@ class StopOnSigint(pl.Callback):
             signal.signal(signal.SIGINT, self._previous)
 
 
+def save_run(
+    trainer: pl.Trainer,
+    io: MangoCheckpointIO,
+    checkpoint: Path,
+    weights: Path,
+    model: torch.nn.Module,
+    config_yaml: str,
+) -> None:
+    """Refresh ``last.ckpt`` and ``weights.safetensors``; every rank calls it, rank 0 writes.
+
+    A write that fails on rank 0 (a full disk, no permission) stops every rank with rank 0's
+    one-line :class:`OutputError` (the other ranks' copies are marked duplicate, so the command
+    line prints it once). Raised on rank 0 alone, it would leave the others waiting in their next
+    collective. The files it would have replaced are kept.
+    """
+    trainer.save_checkpoint(checkpoint)  # rank 0 writes through ``io``, then all meet
+    failure, io.failure = io.failure, None
+    if failure is None and trainer.is_global_zero:
+        try:
+            export_safetensors(model.state_dict(), weights, config_yaml)
+        except OutputError as error:
+            failure = error
+    message = trainer.strategy.broadcast(None if failure is None else str(failure), src=0)
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise OutputError(message, duplicate=True)
+
+
 class SaveLast(pl.Callback):
     """At the end of every checkpoint interval (a training "epoch"), refresh ``last.ckpt``
-    (atomically, through :class:`MangoCheckpointIO`) and ``weights.safetensors``."""
+    (atomically, through :class:`MangoCheckpointIO`) and ``weights.safetensors``
+    (:func:`save_run`)."""
 
     def __init__(
-        self, checkpoint: Path, weights: Path, config_yaml: str, stopper: StopOnSigint
+        self,
+        io: MangoCheckpointIO,
+        checkpoint: Path,
+        weights: Path,
+        config_yaml: str,
+        stopper: StopOnSigint,
     ) -> None:
-        self.checkpoint, self.weights, self.config_yaml = checkpoint, weights, config_yaml
-        self.stopper = stopper
+        self.io, self.checkpoint, self.weights = io, checkpoint, weights
+        self.config_yaml, self.stopper = config_yaml, stopper
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.stopper.requested:
             return  # an interval cut short by Ctrl-C: keep the boundary checkpoint
-        trainer.save_checkpoint(self.checkpoint)  # every rank calls it; rank 0 writes
-        if trainer.is_global_zero:
-            export_safetensors(pl_module.model.state_dict(), self.weights, self.config_yaml)
+        model = pl_module.model
+        save_run(trainer, self.io, self.checkpoint, self.weights, model, self.config_yaml)
 
 
 def train(
@@ -166,6 +200,8 @@ def train(
     t = cfg.trainer
     log_version = f"version_{len(metrics_logs(out_dir))}"
     stopper = StopOnSigint()
+    io = MangoCheckpointIO()
+    weights = out_dir / "weights.safetensors"
     trainer = pl.Trainer(
         default_root_dir=out_dir,
         max_steps=t.max_steps,
@@ -181,11 +217,11 @@ def train(
         ],
         callbacks=[
             stopper,
-            SaveLast(checkpoint, out_dir / "weights.safetensors", config_yaml, stopper),
+            SaveLast(io, checkpoint, weights, config_yaml, stopper),
             *callbacks,
         ],
         enable_checkpointing=False,
-        plugins=[MangoCheckpointIO()],
+        plugins=[io],
         check_val_every_n_epoch=t.val_every,
         log_every_n_steps=t.log_every,
         gradient_clip_val=cfg.optim.grad_clip,
@@ -203,6 +239,8 @@ def train(
             datamodule=MangoDataModule(task, cfg, getattr(module.model, "modalities", ())),
             ckpt_path=checkpoint if resume else None,
         )
+        if not (trainer.interrupted or stopper.requested):
+            save_run(trainer, io, checkpoint, weights, module.model, config_yaml)
     except MangoError:
         # A run that failed before its first checkpoint leaves nothing (rank 0 owns the folder).
         if trainer.is_global_zero and not checkpoint.exists():
@@ -222,9 +260,6 @@ def train(
         raise Interrupted(
             f"training stopped at step {trainer.global_step}; {kept}; continue with --resume"
         )
-    trainer.save_checkpoint(checkpoint)
-    if trainer.is_global_zero:
-        export_safetensors(module.model.state_dict(), out_dir / "weights.safetensors", config_yaml)
     return TrainResult(checkpoint, trainer.global_step, dict(module.last_val))
 
 
