@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mango.errors import ConfigError, DataError
+from mango.io import atomic_write_text
 from mango.models.fusion import ImputationSettings
 from mango.models.missing import FILLS
 from mango.tasks.base import Sample, Transform
@@ -168,9 +169,9 @@ def read_table(path: str | Path, count: int, modalities: Sequence[str]) -> np.nd
 
 
 def write_table(path: str | Path, table: np.ndarray, modalities: Sequence[str]) -> None:
-    """Write ``table`` in :func:`read_table`'s format."""
+    """Write ``table`` in :func:`read_table`'s format (atomically)."""
     rows = [",".join(m for m, a in zip(modalities, row, strict=True) if a) or "-" for row in table]
-    Path(path).write_text("".join(f"{row}\n" for row in rows), encoding="utf-8")
+    atomic_write_text(path, "".join(f"{row}\n" for row in rows))
 
 
 class MissingDataset(Dataset[Sample]):
