@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -105,18 +106,22 @@ def test_the_gpu_tests_skip_here_with_their_reasons(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU this would run the whole check")
-def test_make_gpu_check_with_gpu_python_builds_no_venv(tmp_path: Path) -> None:
+def test_make_gpu_check_with_gpu_python_builds_no_venv() -> None:
     """``make gpu-check GPU_PYTHON=...`` runs that Python on ``src/`` without building ``.venv``."""
     root = Path(__file__).resolve().parents[1]
     python = f"GPU_PYTHON={sys.executable}"
+    # under `make test` the outer make's settings would make this one print its directory
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    make = ["make", "--no-print-directory"]
     dry = subprocess.run(
-        ["make", "-n", "gpu-check", python], cwd=root, capture_output=True, text=True, check=True
+        [*make, "-n", "gpu-check", python], cwd=root, env=env, capture_output=True, text=True
     )
     assert dry.stdout.splitlines() == [
         f"PYTHONPATH=src${{PYTHONPATH:+:$PYTHONPATH}} {sys.executable} -m mango.gpu_check "
         "--out gpu-check.json"
     ]
     done = subprocess.run(
-        ["make", "-s", "gpu-check", python], cwd=root, capture_output=True, text=True, check=True
+        [*make, "-s", "gpu-check", python], cwd=root, env=env, capture_output=True, text=True
     )
+    assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == gpu_check.NO_GPU
