@@ -270,3 +270,27 @@ def test_a_full_disk_at_a_checkpoint_stops_with_one_line_and_keeps_the_last(
     assert read_checkpoint(checkpoint)["global_step"] == 2
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["last.ckpt"]  # no temp file
     assert (run / "weights.safetensors").is_file()
+
+
+def test_a_log_that_cannot_be_written_warns_once_and_training_goes_on(
+    tmp_path, monkeypatch, capsys
+):
+    """Only rank 0 writes logs: a full disk there must not stop it alone; the checkpoint, which
+    every rank agrees on, is what stops a run (the test above)."""
+    import errno
+
+    from lightning.fabric.loggers.csv_logs import _ExperimentWriter
+
+    def full_disk(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_ExperimentWriter, "save", full_disk)
+    run = tmp_path / "run"
+    args = ["train", "--config", str(SMOKE), "--out", str(run), "--max-steps", "4", *FAST]
+    assert main([*args, "--set", "trainer.steps_per_checkpoint=2"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mango:")]
+    assert lines == [
+        f"mango: warning: {run / 'logs' / 'version_0' / 'metrics.csv'}: cannot write the log "
+        "(No space left on device); training goes on"
+    ]
+    assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import warnings
@@ -84,6 +85,32 @@ def _quiet_lightning() -> None:
     # sampler is seeded per interval (global_step // steps_per_checkpoint), so the resumed run
     # restarts that interval's sample order; interval-boundary checkpoints resume exactly.
     warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
+
+
+class TolerantCSVLogger(pl.loggers.CSVLogger):
+    """Lightning's CSV logger, except that a log that cannot be written (a full disk) is one
+    warning line and training goes on.
+
+    Only rank 0 writes logs, so an error raised there would stop rank 0 alone and leave the other
+    ranks waiting in their next collective. The checkpoint is what a run cannot do without: a
+    checkpoint that cannot be written stops every rank with one line (:func:`save_run`).
+    """
+
+    warned = False
+
+    def save(self) -> None:
+        try:
+            super().save()
+        except OSError as error:
+            if not self.warned:
+                self.warned = True
+                path = Path(self.log_dir) / "metrics.csv"
+                reason = error.strerror or error
+                print(
+                    f"mango: warning: {path}: cannot write the log ({reason}); training goes on",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 class StopOnSigint(pl.Callback):
@@ -212,7 +239,7 @@ def train(
         strategy=t.strategy,
         precision=t.precision,
         logger=[  # one version folder per (re)start, so resuming never deletes earlier logs
-            pl.loggers.CSVLogger(out_dir, name="logs", version=log_version),
+            TolerantCSVLogger(out_dir, name="logs", version=log_version),
             pl.loggers.TensorBoardLogger(out_dir, name="logs", version=log_version),
         ],
         callbacks=[
