@@ -44,7 +44,7 @@ class MangoCheckpointIO(TorchCheckpointIO):
     (``Trainer.fit(ckpt_path=...)``) reads through :func:`read_checkpoint` whatever
     ``weights_only`` it asks for. A write that fails (an :class:`OutputError`: a full disk, no
     permission) is kept in :attr:`failure` rather than raised, so that rank 0 still reaches the
-    barrier after it; :func:`mango.train.run.save_run` then stops every rank with it.
+    barrier after it; :func:`mango.train.callbacks.save_run` then stops every rank with it.
     """
 
     def __init__(self) -> None:
