@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from mango.demo import ENTRIES, MISSING_DEPTH, _missing_section, run_demo
+from mango.demo import ENTRIES, MISSING_DEPTH, run_demo
+from mango.demo_report import _missing_section
 
 TINY = [
     "trainer.max_steps=4",
