@@ -6,10 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from mango.ablate import markdown, plan, variants
+from mango.ablate import markdown, paired_interval, plan, variants
 from mango.cli import main
 from mango.train.run import load_config
 
@@ -57,9 +58,9 @@ def test_one_row_per_requested_variant_with_its_overrides(done: Path) -> None:
         assert row["status"] == "trained" and row["train_step_ms"] > 0
     assert rows["single_rgb"]["parameters"] < rows["concat"]["parameters"]
     assert rows["concat"]["parameters"] < rows["mango"]["parameters"]
-    stored = yaml.safe_load((done / "runs" / "single_rgb" / "config.yaml").read_text())
+    stored = yaml.safe_load((done / "runs" / "single_rgb" / "seed0" / "config.yaml").read_text())
     assert stored["model"]["modalities"] == ["rgb"] and stored["trainer"]["max_steps"] == 2
-    stored = yaml.safe_load((done / "runs" / "coupling_only" / "config.yaml").read_text())
+    stored = yaml.safe_load((done / "runs" / "coupling_only" / "seed0" / "config.yaml").read_text())
     assert stored["flow"]["partitions"] == [] and stored["model"]["fusion"] == "mango"
 
 
@@ -87,7 +88,7 @@ def test_markdown_names_config_preset_budget_and_every_row(done: Path) -> None:
 def test_rerun_reuses_finished_rows_without_training(
     done: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    files = [*done.glob("runs/*/row.json"), *done.glob("runs/*/checkpoints/last.ckpt")]
+    files = [*done.glob("runs/*/seed0/row.json"), *done.glob("runs/*/seed0/checkpoints/last.ckpt")]
     before = {p: p.stat().st_mtime_ns for p in files}
     values = {name: row["value"] for name, row in rows_of(done).items()}
     capsys.readouterr()
@@ -104,14 +105,14 @@ def test_row_with_a_checkpoint_but_no_row_json_is_resumed(
     done: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     value = rows_of(done)["concat"]["value"]
-    (done / "runs" / "concat" / "row.json").unlink()
+    (done / "runs" / "concat" / "seed0" / "row.json").unlink()
     capsys.readouterr()
     assert ablate(done, "--only", "concat") == 0
-    assert "[ablate] 1/1 concat: resuming at step 2 of 2" in capsys.readouterr().err
+    assert "[ablate] 1/1 concat seed 0: resuming at step 2 of 2" in capsys.readouterr().err
     row = rows_of(done)["concat"]
     assert row["status"] == "resumed" and row["value"] == value
     assert row["train_step_ms"] is None  # no step left to train
-    assert (done / "runs" / "concat" / "row.json").exists()
+    assert (done / "runs" / "concat" / "seed0" / "row.json").exists()
 
 
 def test_a_row_folder_trained_with_another_config_is_refused(
@@ -131,7 +132,9 @@ def test_a_row_folder_trained_with_another_config_is_refused(
             ["--only", "mango,nope"],
             "--only: unknown row 'nope'; choose from mango, concat, single_rgb",
         ),
-        (["--preset", "full"], "--preset: expected one of quick, paper, got 'full'"),
+        (["--preset", "full"], "--preset: expected one of quick, paper, baselines, got 'full'"),
+        (["--seeds", "0"], "--seeds: expected a count >= 1 or a comma-separated list"),
+        (["--seeds", "1,1"], "--seeds: expected distinct seeds"),
         (["--config", "missing.yaml"], "missing.yaml: config file not found"),
         (["--set", "flow.blocks=0"], "field flow.blocks"),
     ],
@@ -158,7 +161,8 @@ def test_rows_a_task_cannot_express_are_skipped_with_a_note() -> None:
     rows, notes = variants(mmimdb)
     assert "concat" in [r.name for r in rows] and not any(r.name.startswith("single") for r in rows)
     assert notes == [
-        "single_*: task mmimdb has no single fusion (mango, concat, late, image, text)"
+        "single_*: task mmimdb has no single fusion (mango, concat, transformer, "
+        "cross_attention, tokenfusion, geminifusion, cmx, late, image, text)"
     ]
     _, taskonomy = load_config(ROOT / "configs" / "taskonomy-smoke.yaml")
     rows, notes = variants(taskonomy)
@@ -188,3 +192,80 @@ def test_paper_preset_uses_twelve_blocks_except_in_the_blocks_rows(tmp_path: Pat
     ]
     quick, _ = plan(SMOKE, tmp_path, only="mango")
     assert quick[0].cfg.flow.blocks == 2
+
+
+def test_baselines_preset_lists_every_applicable_fusion_and_the_controls() -> None:
+    _, synthetic = load_config(SMOKE)
+    rows, notes = variants(synthetic, "baselines", ["rgb", "depth"])
+    assert [r.name for r in rows] == [
+        "mango",
+        "coupling_only",
+        "concat",
+        "transformer",
+        "cross_attention",
+        "tokenfusion",
+        "geminifusion",
+        "cmx",
+        "control_noise",
+        "single_rgb",
+        "single_depth",
+    ]
+    by_name = {r.name: r.overrides for r in rows}
+    assert by_name["control_noise"] == ("model.fusion=mango", "model.noise=[depth]")
+    assert by_name["cmx"] == ("model.fusion=cmx",)
+    assert notes == []
+    _, tensors = load_config(ROOT / "configs" / "tensors-smoke.yaml")
+    names = [r.name for r in variants(tensors, "baselines", ["a", "b"])[0]]
+    assert "late" in names and names.index("late") == names.index("concat") + 1
+
+
+def test_aligned_baselines_are_skipped_where_token_counts_differ(tmp_path: Path) -> None:
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["model"]["fuse_stages"] = [2]
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    rows, notes = plan(config, tmp_path / "out", preset="baselines", only="mango,cmx")
+    assert [r.variant.name for r in rows] == ["mango", "cmx"] and notes == []
+    _, mmimdb = load_config(ROOT / "configs" / "mmimdb-smoke.yaml")
+    rows, _ = variants(mmimdb, "baselines", ["image", "text"])
+    assert "tokenfusion" in [r.name for r in rows]  # listed; plan() skips it with a note
+
+
+def test_paired_interval_is_the_student_t_interval_of_the_differences() -> None:
+    values, reference = [88.1, 87.2, 88.9, 87.5], [87.0, 87.4, 88.0, 86.1]
+    diffs = np.subtract(values, reference)
+    half = 3.182446305284263 * diffs.std(ddof=1) / 2  # t_{0.975, 3}, n = 4
+    d = paired_interval(values, reference)
+    assert d["n"] == 4 and d["mean"] == pytest.approx(diffs.mean())
+    assert (d["low"], d["high"]) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+    assert paired_interval([1.0], [0.0]) == {"mean": 1.0, "low": None, "high": None, "n": 1}
+
+
+def test_seeds_train_every_row_once_each_and_pair_the_differences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rows = "mango,transformer,control_noise"
+    assert ablate(out, "--preset", "baselines", "--only", rows, "--seeds", "3,5") == 0
+    summary = json.loads((out / "ablation.json").read_text())
+    assert summary["seeds"] == [3, 5] and len(summary["runs"]) == 6
+    for name in rows.split(","):
+        for seed in (3, 5):
+            stored = yaml.safe_load(
+                (out / "runs" / name / f"seed{seed}" / "config.yaml").read_text()
+            )
+            assert stored["trainer"]["seed"] == seed
+    by_name = {r["name"]: r for r in summary["rows"]}
+    mango, transformer = by_name["mango"], by_name["transformer"]
+    assert mango["seeds"] == [3, 5] and mango["difference"] is None
+    assert mango["value"] == pytest.approx(np.mean(mango["values"]))
+    assert mango["sd"] == pytest.approx(np.std(mango["values"], ddof=1))
+    diffs = np.subtract(transformer["values"], mango["values"])
+    assert transformer["difference"]["mean"] == pytest.approx(diffs.mean())
+    assert transformer["difference"]["low"] < diffs.mean() < transformer["difference"]["high"]
+    ratio = transformer["fusion_parameters"] / mango["fusion_parameters"]
+    assert abs(ratio - 1) <= 0.1, ratio  # matched to the flow
+    noise = yaml.safe_load((out / "runs" / "control_noise" / "seed3" / "config.yaml").read_text())
+    assert noise["model"]["noise"] == ["depth"]
+    table = (out / "ablation.md").read_text()
+    assert "seeds 3, 5" in table and "Δ vs mango [95 % CI]" in table

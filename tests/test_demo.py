@@ -54,3 +54,15 @@ def test_missing_section_states_the_rgb_alone_bound():
     assert "no prediction from RGB can expect more than 46.7 mIoU here" in text
     assert "closing half the gap would need 68.0" in text and "-8% of the gap" in text
     assert "expect more than" not in _missing_section(metrics, None).text  # tiny test sets
+
+
+def test_the_shipped_demo_config_is_the_demo_s_own() -> None:
+    """configs/demo.yaml (the README's ablation command) trains what `mango demo` trains."""
+    from mango.config import dump_yaml, read_yaml
+    from mango.demo import DEMO_CONFIG, MODELS
+    from mango.train.run import build_config
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    _, demo = build_config(DEMO_CONFIG, "demo config", MODELS["fusion"])
+    _, yaml_config = build_config(read_yaml(shipped), str(shipped), [])
+    assert dump_yaml(yaml_config) == dump_yaml(demo)

@@ -258,19 +258,26 @@ def ablate(
     preset: str = typer.Option(
         "quick",
         "--preset",
-        help="quick: the config as it is; paper: also flow.blocks=12 outside the blocks_N rows.",
+        help="quick: the paper's ablations with the config as it is; paper: also "
+        "flow.blocks=12 outside the blocks_N rows; baselines: MANGO against the attention "
+        "baselines of equal size, concat, late, a noise control and single modalities.",
     ),
     only: str = typer.Option(
         None, "--only", help="Comma-separated rows to run, e.g. mango,concat,coupling_only."
     ),
+    seeds: str = typer.Option(
+        None,
+        "--seeds",
+        help="N (N seeds from trainer.seed) or a comma list, e.g. 0,1,2: every row once per seed.",
+    ),
     overrides: list[str] = SetOpt,
 ) -> None:
-    """Train and evaluate the paper's ablation rows (fusion, partitions, blocks, coupling-only).
+    """Train and evaluate ablation or baseline rows, over seeds, with paired intervals.
 
     Every row shares the config's data and budget (--set applies to all rows).
-    Finished rows (OUT/runs/<row>/row.json) are reused, rows with only a
+    Finished runs (OUT/runs/<row>/seed<s>/row.json) are reused, runs with only a
     checkpoint are resumed. Writes OUT/ablation.json and OUT/ablation.md after
-    every row. See docs/ablate.md.
+    every run. See docs/ablate.md.
     """
     from mango.ablate import run_ablation
     from mango.errors import ConfigError
@@ -278,7 +285,9 @@ def ablate(
     for name, value in (("--config", config), ("--out", out)):
         if value is None:
             raise ConfigError(f"{name}: required (mango ablate --config FILE --out DIR)")
-    table = run_ablation(config, out, data, preset, only, overrides, progress=_progress())
+    table = run_ablation(
+        config, out, data, preset, only, overrides, progress=_progress(), seeds=seeds
+    )
     typer.echo(table, nl=False)
 
 

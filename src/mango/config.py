@@ -1,6 +1,6 @@
 """Run configuration: YAML files validated by pydantic, one model per section.
 
-A run config has the sections ``task``, ``data``, ``model``, ``flow``, ``loss``, ``optim`` and
+A run config has the sections ``task``, ``data``, ``model``, ``flow``, ``fusion``, ``loss``, ``optim`` and
 ``trainer``. ``data`` and ``model`` are defined by each task (see :mod:`mango.tasks`); the others
 are shared and defined here. Unknown or mistyped keys are errors (``extra="forbid"``), reported as
 one line naming the file and the field. ``--set a.b=c`` overrides parse ``c`` as YAML.
@@ -69,6 +69,37 @@ class FlowSettings(Section):
     )
 
 
+class FusionSettings(Section):
+    """The baseline fusions' settings (``model.fusion`` other than mango; docs/baselines.md).
+
+    Defaults are the published ones (``../BASELINES.md`` of each method's paper and code); the
+    depth of ``transformer``, ``cross_attention``, ``tokenfusion`` and ``geminifusion`` is
+    matched to the MANGO flow of the same config unless ``layers`` is given.
+    """
+
+    layers: int | None = Field(
+        None, ge=1, description="layers of a layered baseline; None = match the flow's parameters"
+    )
+    heads: int | None = Field(None, ge=1, description="attention heads; None = max(1, dim // 64)")
+    ffn_ratio: float | None = Field(
+        None, gt=0, description="FFN hidden = ratio · dim; None = 4, or the budget rule's ratio"
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout inside the baseline layers")
+    threshold: float = Field(0.02, gt=0, lt=1, description="tokenfusion: exchange threshold θ")
+    sparsity_weight: float = Field(
+        1e-4, ge=0, description="tokenfusion: λ of the summed L1 score loss (code default)"
+    )
+    fusion_heads: int = Field(
+        8, ge=1, description="geminifusion: heads of the pixel-wise attention"
+    )
+    mix_ffn: bool = Field(
+        True, description="tokenfusion/geminifusion: 3x3 depth-wise conv in the FFN (needs a grid)"
+    )
+    reduction: int = Field(1, ge=1, description="cmx: channel reduction r of FRM and FFM")
+    lambda_c: float = Field(0.5, ge=0, description="cmx: λ_C of the channel rectification")
+    lambda_s: float = Field(0.5, ge=0, description="cmx: λ_S of the spatial rectification")
+
+
 class LossSettings(Section):
     nll_weight: float = Field(1.0, ge=0, description="λ in task loss + λ · NLL (bits/dim)")
 
@@ -114,6 +145,7 @@ class RunConfig(Section):
     data: DataSection
     model: Section
     flow: FlowSettings = Field(default_factory=FlowSettings)
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
     loss: LossSettings = Field(default_factory=LossSettings)
     optim: OptimSettings = Field(default_factory=OptimSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)

@@ -12,8 +12,14 @@ Pipeline (every fusion mode shares the encoders, token embeddings and head desig
     modality's fused tokens are pooled by a masked mean (padding excluded) and the two pooled
     vectors are concatenated, ``(B, 2D)`` -> MLP -> logits;
   - ``concat``: the same without a flow (:class:`~mango.models.fusion.IdentityFusion`);
+  - an attention baseline (``transformer``, ``cross_attention``; the aligned ones do not apply,
+    the two modalities have different token counts) in place of the flow;
   - ``late``: one MLP per modality on its pooled tokens, the two logit vectors averaged;
   - ``image`` / ``text``: one modality only, pooled -> MLP.
+
+``noise`` lists modalities whose encoder features are replaced by Gaussian noise of their shape
+(the ``control_noise`` ablation; the encoders are frozen by default, so the noise replaces their
+output rather than the poster or the plot).
 
 Frozen encoders (the default) run without autograd, stay in eval mode and are **kept out of the
 module tree**: they are not in ``state_dict()`` (checkpoints hold only the trained parts, a few
@@ -35,16 +41,14 @@ from torch import Tensor, nn
 from mango.errors import ConfigError
 from mango.models.encoders.mobilenet import MobileNetV2, load_imagenet_mobilenet_v2
 from mango.models.encoders.text import TextTokenEncoder
-from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
+from mango.models.fusion import TOKEN_FUSIONS, TokenEmbedding, build_fusion
 from mango.models.heads.mlp import PooledHeadsMixin
-from mango.models.missing import empty_absent, presence, zero_absent
+from mango.models.missing import check_noise, empty_absent, noise_control, presence, zero_absent
 
-FUSIONS = ("mango", "concat", "late", "image", "text")
+FUSIONS = (*TOKEN_FUSIONS, "late", "image", "text")
 #: the modalities each fusion mode uses, in token order
 FUSION_MODALITIES: dict[str, tuple[str, ...]] = {
-    "mango": ("image", "text"),
-    "concat": ("image", "text"),
-    "late": ("image", "text"),
+    **{name: ("image", "text") for name in (*TOKEN_FUSIONS, "late")},
     "image": ("image",),
     "text": ("text",),
 }
@@ -56,6 +60,7 @@ class ClassificationOutput:
 
     logits: Tensor
     bits_per_dim: Tensor | None = None
+    aux_loss: Tensor | None = None  # the fusion's extra training loss (TokenFusion's sparsity)
 
 
 def image_token_count(image_size: int) -> int:
@@ -125,12 +130,14 @@ class GenreClassifier(PooledHeadsMixin, nn.Module):
         train_text_encoder: bool = False,
         image_weights: str | None = None,
         text_encoder: str | None = None,
+        fusion_settings: Mapping[str, Any] | None = None,
+        noise: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ConfigError(f"model.fusion: expected one of {', '.join(FUSIONS)}, got {fusion!r}")
-        self.fusion_mode = fusion
         self.modalities = FUSION_MODALITIES[fusion]
+        self.noise = check_noise(noise, self.modalities)
         self.encoders = nn.ModuleDict()  # trainable encoders only (saved in the state dict)
         self._frozen: dict[str, nn.Module] = {}  # frozen encoders, outside the module tree
         lengths: dict[str, int] = {}
@@ -152,12 +159,15 @@ class GenreClassifier(PooledHeadsMixin, nn.Module):
         self.embed = nn.ModuleDict(
             {m: TokenEmbedding(widths[m], dim, lengths[m]) for m in self.modalities}
         )
-        self.fusion: nn.Module = (
-            FlowFusion(dim, [lengths[m] for m in self.modalities], **(flow or {}))
-            if fusion == "mango"
-            else IdentityFusion()
+        self.fusion = build_fusion(
+            fusion if fusion in TOKEN_FUSIONS else "concat",
+            dim,
+            [lengths[m] for m in self.modalities],
+            flow=flow,
+            settings=fusion_settings,
         )
-        self._build_heads(dim, head_hidden, num_labels, dropout, late=fusion == "late")
+        widths = [dim] * len(self.modalities)
+        self._build_heads(widths, head_hidden, num_labels, dropout, late=fusion == "late")
 
     def _hold(self, name: str, encoder: nn.Module, trainable: bool) -> None:
         if trainable:
@@ -214,8 +224,11 @@ class GenreClassifier(PooledHeadsMixin, nn.Module):
             self._features(m, batch, None if present is None else present[:, i])
             for i, m in enumerate(self.modalities)
         ]
-        tokens = [self.embed[m](f) for m, (f, _) in zip(self.modalities, features, strict=True)]
+        tokens = [
+            self.embed[m](noise_control(f, m in self.noise))
+            for m, (f, _) in zip(self.modalities, features, strict=True)
+        ]
         fused = self.fusion(tokens, present=present)
         pooled = [masked_mean(t, mask) for t, (_, mask) in zip(fused.tokens, features, strict=True)]
         logits = self._pooled_logits(pooled)
-        return ClassificationOutput(logits, fused.bits_per_dim)
+        return ClassificationOutput(logits, fused.bits_per_dim, fused.aux_loss)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mango.errors import ConfigError
 from mango.models.fusion import FlowFusion, ImputationRecord, ImputationSettings
 
 FILLS = ("zero", "impute")
@@ -54,6 +55,22 @@ def zero_absent(x: Tensor, present: Tensor | None) -> Tensor:
     if present is None:
         return x
     return x * present.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def noise_control(x: Tensor, replace: bool) -> Tensor:
+    """Standard Gaussian noise of ``x``'s shape when ``replace``, else ``x`` (the noise control:
+    a branch of the same shape that carries no information, ``model.noise``)."""
+    return torch.randn_like(x) if replace else x
+
+
+def check_noise(noise: Sequence[str], modalities: Sequence[str]) -> tuple[str, ...]:
+    """``noise`` as a tuple, after checking that it names modalities the model uses."""
+    unknown = [m for m in noise if m not in modalities]
+    if unknown:
+        raise ConfigError(
+            f"model.noise: {unknown[0]!r} is not one of the model's modalities {list(modalities)}"
+        )
+    return tuple(noise)
 
 
 def empty_absent(texts: Sequence[str], present: Tensor | None) -> list[str]:

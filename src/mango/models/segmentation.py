@@ -12,26 +12,35 @@ from torch import Tensor, nn
 
 from mango.errors import ConfigError
 from mango.models.encoders.pyramid import build_pyramid_encoder
-from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
+from mango.models.fusion import (
+    TOKEN_FUSIONS,
+    Fusion,
+    FusionOutput,
+    TokenEmbedding,
+    build_fusion,
+)
 from mango.models.heads.segformer import SegFormerHead
-from mango.models.missing import presence, zero_absent
+from mango.models.missing import check_noise, noise_control, presence, zero_absent
 
-FUSIONS = ("mango", "concat", "single")
+FUSIONS = (*TOKEN_FUSIONS, "single")
 
 
 @dataclass
 class SegmentationOutput:
     logits: Tensor  # (B, num_classes, H, W) at the input resolution
     bits_per_dim: Tensor | None  # (B,) mean over the fused stages, None without a flow
+    aux_loss: Tensor | None = None  # the fusions' extra training loss (sum over stages)
 
 
 class StageFusion(nn.Module):
     """Fuse one pyramid stage of M modalities into a single feature map ``(B, C, h, w)``.
 
-    ``mango``: tokens (linear to ``dim`` + position/modality embeddings) -> MangoFlow -> latent
-    split per modality -> concatenated per position -> 1x1 conv back to ``C``.
     ``concat``: the modalities' maps concatenated per position -> 1x1 conv to ``C``.
     ``single``: the one modality's map unchanged.
+    Every other ``mode`` (``mango`` and the attention baselines): tokens (linear to ``dim`` +
+    position/modality embeddings) -> the fusion :func:`build_fusion` makes -> fused tokens per
+    modality -> concatenated per position -> 1x1 conv back to ``C``. So all token fusions share
+    the embedding and the read-out, and differ only inside the fusion.
     """
 
     def __init__(
@@ -42,43 +51,44 @@ class StageFusion(nn.Module):
         grid: tuple[int, int],
         dim: int,
         flow: Mapping[str, Any],
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.mode, self.grid = mode, grid
         length = grid[0] * grid[1]
-        if mode == "mango":
+        self.fusion: Fusion | None = None
+        if mode == "concat":
+            self.out: nn.Module = nn.Conv2d(modalities * channels, channels, 1)
+        elif mode == "single":
+            self.out = nn.Identity()
+        else:
             self.embed = nn.ModuleList(
                 TokenEmbedding(channels, dim, length) for _ in range(modalities)
             )
-            self.fusion: nn.Module = FlowFusion(dim, [length] * modalities, **flow)
+            self.fusion = build_fusion(mode, dim, [length] * modalities, grid, flow, settings)
             self.out = nn.Conv2d(modalities * dim, channels, 1)
-        elif mode == "concat":
-            self.fusion = IdentityFusion()
-            self.out = nn.Conv2d(modalities * channels, channels, 1)
-        else:
-            self.fusion = IdentityFusion()
-            self.out = nn.Identity()
 
-    def forward(
-        self, features: Sequence[Tensor], present: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None]:
-        """Fused map and bits/dim; ``present`` ``(B, M)`` lets the flow impute absent tokens."""
-        if self.mode != "mango":
-            return self.out(torch.cat(list(features), dim=1)), None
+    def forward(self, features: Sequence[Tensor], present: Tensor | None = None) -> FusionOutput:
+        """The fused map as the one token tensor ``(B, C, h, w)`` of a :class:`FusionOutput`,
+        with the fusion's bits/dim and extra loss; ``present`` ``(B, M)`` lets a flow impute."""
+        if self.fusion is None:
+            return FusionOutput([self.out(torch.cat(list(features), dim=1))])
         tokens = [embed(f) for embed, f in zip(self.embed, features, strict=True)]
         fused = self.fusion(tokens, present=present)
         b, (h, w) = features[0].shape[0], self.grid
         maps = [t.transpose(1, 2).reshape(b, -1, h, w) for t in fused.tokens]
-        return self.out(torch.cat(maps, dim=1)), fused.bits_per_dim
+        return FusionOutput([self.out(torch.cat(maps, dim=1))], fused.bits_per_dim, fused.aux_loss)
 
 
 class SegmentationFusionModel(nn.Module):
     """RGB-D (or any multi-input) segmentation with fusion at chosen encoder stages.
 
     Each modality has its own pyramid encoder (4 stages). At the stages in ``fuse_stages`` the
-    modalities are fused by ``fusion`` (``mango`` flow or ``concat``); the other stages are fused
-    by concatenation + 1x1 conv. A SegFormer all-MLP decoder maps the fused pyramid to logits,
-    upsampled to the input size. The flow is built for ``image_size``: inputs must have that size
+    modalities are fused by ``fusion`` (``mango``, ``concat`` or an attention baseline of
+    :data:`~mango.models.fusion.TOKEN_FUSIONS`, built with ``fusion_settings``); the other
+    stages are fused by concatenation + 1x1 conv. A SegFormer all-MLP decoder maps the fused pyramid to logits,
+    upsampled to the input size. The modalities in ``noise`` get Gaussian noise of their input's
+    shape instead of their input, in training and test (the ``control_noise`` ablation). The flow is built for ``image_size``: inputs must have that size
     (use sliding windows for larger images). ``single`` uses only the first modality.
 
     Absent modalities (``inputs["present"]``, :mod:`mango.models.missing`): their input is
@@ -97,9 +107,11 @@ class SegmentationFusionModel(nn.Module):
         fuse_stages: Sequence[int] = (2, 3),
         dim: int = 64,
         flow: Mapping[str, Any] | None = None,
+        fusion_settings: Mapping[str, Any] | None = None,
         head_dim: int = 128,
         pretrained: str | None = None,
         dropout: float = 0.1,
+        noise: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
@@ -116,6 +128,7 @@ class SegmentationFusionModel(nn.Module):
         if bad_stages:
             raise ConfigError(f"model.fuse_stages: stages are 0..3, got {list(fuse_stages)}")
         self.modalities = list(modalities)
+        self.noise = check_noise(noise, self.modalities)
         self.image_size = tuple(image_size)
         self.encoders = nn.ModuleDict(
             {m: build_pyramid_encoder(encoder, in_channels[m], pretrained) for m in self.modalities}
@@ -126,7 +139,9 @@ class SegmentationFusionModel(nn.Module):
         for s, (c, stride) in enumerate(zip(channels, strides, strict=True)):
             grid = (self.image_size[0] // stride, self.image_size[1] // stride)
             mode = fusion if (s in fuse_stages or fusion == "single") else "concat"
-            stages.append(StageFusion(mode, c, len(self.modalities), grid, dim, flow or {}))
+            stages.append(
+                StageFusion(mode, c, len(self.modalities), grid, dim, flow or {}, fusion_settings)
+            )
         self.stages = nn.ModuleList(stages)
         self.head = SegFormerHead(channels, head_dim, num_classes, dropout=dropout)
 
@@ -142,7 +157,7 @@ class SegmentationFusionModel(nn.Module):
     def flow_tokens(self, inputs: Mapping[str, Tensor], stage: int) -> Tensor:
         """The joint tokens that stage ``stage``'s flow sees, (B, L, D) (for inspection)."""
         fusion = self.stages[stage]
-        if fusion.mode != "mango":
+        if fusion.fusion is None or not fusion.fusion.has_density:
             raise ValueError(f"stage {stage} is not fused by a flow")
         features = [self.encoders[m](inputs[m])[stage] for m in self.modalities]
         return torch.cat([embed(f) for embed, f in zip(fusion.embed, features, strict=True)], dim=1)
@@ -161,14 +176,19 @@ class SegmentationFusionModel(nn.Module):
         first = inputs[self.modalities[0]]
         present = presence(inputs, self.modalities, first.shape[0], first.device)
         pyramids = [
-            self.encoders[m](zero_absent(inputs[m], None if present is None else present[:, i]))
+            self.encoders[m](
+                zero_absent(
+                    noise_control(inputs[m], m in self.noise),
+                    None if present is None else present[:, i],
+                )
+            )
             for i, m in enumerate(self.modalities)
         ]
-        fused, bits = [], []
-        for s, stage in enumerate(self.stages):
-            feature, b = stage([pyramid[s] for pyramid in pyramids], present)
-            fused.append(feature)
-            if b is not None:
-                bits.append(b)
-        logits = F.interpolate(self.head(fused), size=size, mode="bilinear", align_corners=False)
-        return SegmentationOutput(logits, torch.stack(bits).mean(0) if bits else None)
+        stages = [stage([p[s] for p in pyramids], present) for s, stage in enumerate(self.stages)]
+        bits = [out.bits_per_dim for out in stages if out.bits_per_dim is not None]
+        aux = [out.aux_loss for out in stages if out.aux_loss is not None]
+        logits = self.head([out.tokens[0] for out in stages])
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return SegmentationOutput(
+            logits, torch.stack(bits).mean(0) if bits else None, sum(aux) if aux else None
+        )

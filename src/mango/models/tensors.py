@@ -12,9 +12,13 @@ Pipeline for each modality ``m`` (every fusion mode shares it, so baselines diff
   embeddings.
 
 Fusion (``fusion``): ``mango`` maps all modalities' tokens through a
-:class:`~mango.models.fusion.FlowFusion`; ``concat`` passes them on unchanged; both then mean-pool
-each modality's tokens, concatenate the pooled vectors and apply one
-:class:`~mango.models.heads.mlp.MLPHead`. ``late`` has one head per modality and averages the
+:class:`~mango.models.fusion.FlowFusion`, an attention baseline (``transformer``, ...) through
+its module, ``concat`` passes them on unchanged. The read-out (``readout``) is the same for
+every fusion: ``flatten`` (the default) concatenates every fused token of every modality into one
+vector, so no fusion loses what the tokens hold; ``mean`` mean-pools each modality's tokens
+first (a mean of linear token embeddings keeps only the mean of the features, so use it only
+after a fusion that mixes tokens). One :class:`~mango.models.heads.mlp.MLPHead` maps the vector
+to logits. ``late`` gives each modality that same head on its own read-out and averages the
 logits; ``single`` uses one modality.
 """
 
@@ -30,11 +34,12 @@ from torch import Tensor, nn
 
 from mango.errors import ConfigError
 from mango.models.classification import ClassificationOutput
-from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
+from mango.models.fusion import TOKEN_FUSIONS, TokenEmbedding, build_fusion
 from mango.models.heads.mlp import PooledHeadsMixin
-from mango.models.missing import presence, zero_absent
+from mango.models.missing import check_noise, noise_control, presence, zero_absent
 
-FUSIONS = ("mango", "concat", "late", "single")
+FUSIONS = (*TOKEN_FUSIONS, "late", "single")
+READOUTS = ("flatten", "mean")
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,13 @@ class TensorClassifier(PooledHeadsMixin, nn.Module):
         outputs: classes (multi-class) or labels (multi-label).
         fusion: one of :data:`FUSIONS` (``single`` takes exactly one modality).
         dim: token channels ``D``.
-        flow: keyword arguments of :class:`~mango.models.fusion.FlowFusion`.
+        flow: keyword arguments of :class:`~mango.models.fusion.FlowFusion` (and the budget
+            of the attention baselines).
+        fusion_settings: the ``fusion`` config section (the baselines' settings).
+        readout: ``flatten`` or ``mean`` (see the module doc).
         head_hidden, dropout: the MLP head.
+        noise: modalities replaced by standard Gaussian noise after standardisation (the
+            ``control_noise`` ablation).
         statistics: modality -> fitted :class:`Standardize`; default the identity (the values
             are then expected from a checkpoint).
 
@@ -140,10 +150,17 @@ class TensorClassifier(PooledHeadsMixin, nn.Module):
         head_hidden: int = 128,
         dropout: float = 0.1,
         statistics: Mapping[str, Standardize] | None = None,
+        fusion_settings: Mapping[str, Any] | None = None,
+        readout: str = "flatten",
+        noise: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ConfigError(f"model.fusion: expected one of {', '.join(FUSIONS)}, got {fusion!r}")
+        if readout not in READOUTS:
+            raise ConfigError(
+                f"model.readout: expected one of {', '.join(READOUTS)}, got {readout!r}"
+            )
         self.modalities: Sequence[str] = tuple(specs)
         if fusion == "single" and len(self.modalities) != 1:
             raise ConfigError(
@@ -158,7 +175,8 @@ class TensorClassifier(PooledHeadsMixin, nn.Module):
                     f"model.fusion: mango needs 2+ tokens per modality; {short[0]!r} has "
                     f"{specs[short[0]].tokens} (give it more tokens with data.tokens)"
                 )
-        self.fusion_mode = fusion
+        self.readout = readout
+        self.noise = check_noise(noise, self.modalities)
         statistics = statistics or {}
         self.standardize = nn.ModuleDict(
             {
@@ -174,12 +192,16 @@ class TensorClassifier(PooledHeadsMixin, nn.Module):
         self.embed = nn.ModuleDict(
             {m: TokenEmbedding(s.token_width, dim, s.tokens) for m, s in specs.items()}
         )
-        self.fusion: nn.Module = (
-            FlowFusion(dim, [s.tokens for s in specs.values()], **(flow or {}))
-            if fusion == "mango"
-            else IdentityFusion()
+        counts = [s.tokens for s in specs.values()]
+        self.fusion = build_fusion(
+            fusion if fusion in TOKEN_FUSIONS else "concat",
+            dim,
+            counts,
+            flow=flow,
+            settings=fusion_settings,
         )
-        self._build_heads(dim, head_hidden, outputs, dropout, late=fusion == "late")
+        widths = [dim * (count if readout == "flatten" else 1) for count in counts]
+        self._build_heads(widths, head_hidden, outputs, dropout, late=fusion == "late")
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """No pretrained encoders: empty."""
@@ -197,7 +219,7 @@ class TensorClassifier(PooledHeadsMixin, nn.Module):
         for i, m in enumerate(self.modalities):
             if m not in inputs:
                 raise ValueError(f"batch['inputs'] has no modality {m!r}")
-            x = self.standardize[m](inputs[m].float())
+            x = noise_control(self.standardize[m](inputs[m].float()), m in self.noise)
             x = zero_absent(x, None if present is None else present[:, i])
             if m in self.tokenize:
                 x = self.tokenize[m](x)
@@ -209,6 +231,6 @@ class TensorClassifier(PooledHeadsMixin, nn.Module):
         first = inputs[self.modalities[0]]
         present = presence(batch, self.modalities, first.shape[0], first.device)
         fused = self.fusion(self.tokens(inputs, present), present=present)
-        pooled = [t.mean(1) for t in fused.tokens]
-        logits = self._pooled_logits(pooled)
-        return ClassificationOutput(logits, fused.bits_per_dim)
+        read = [t.flatten(1) if self.readout == "flatten" else t.mean(1) for t in fused.tokens]
+        logits = self._pooled_logits(read)
+        return ClassificationOutput(logits, fused.bits_per_dim, fused.aux_loss)

@@ -5,9 +5,11 @@ Pipeline (every fusion mode shares the encoders, token embeddings and decoder):
 - each input domain ``(B, 3, S, S)`` -> its own :class:`DomainEncoder` (``k = len(widths)``
   stride-2 stages) -> a ``(B, widths[-1], s, s)`` grid, ``s = S / 2^k`` (256 -> 16 with 4 stages,
   32 -> 4 with 3) -> :class:`~mango.models.fusion.TokenEmbedding` -> ``(B, s², D)``;
-- fusion (``fusion``): ``mango`` = :class:`~mango.models.fusion.FlowFusion` over the tokens of
-  all inputs; ``concat`` = :class:`~mango.models.fusion.IdentityFusion` (same tokens, no flow);
-  ``single`` = the first input only, no flow;
+- fusion (``fusion``, built by :func:`~mango.models.fusion.build_fusion`): ``mango`` =
+  :class:`~mango.models.fusion.FlowFusion` over the tokens of all inputs; ``concat`` =
+  :class:`~mango.models.fusion.IdentityFusion` (same tokens, no flow); an attention baseline
+  (``transformer``, ``tokenfusion``, ...) on the same tokens; ``single`` = the first input only;
+- ``noise``: inputs replaced by Gaussian noise of their shape (the ``control_noise`` ablation);
 - fused grid: the M fused token maps are concatenated per position, ``(B, M·D, s, s)``, and mixed
   by a 1x1 convolution to ``D`` channels;
 - :class:`~mango.models.heads.image_decoder.ImageDecoder` with ``k`` upsampling steps and tanh
@@ -43,11 +45,11 @@ from torch import Tensor, nn
 
 from mango.errors import ConfigError
 from mango.models.discriminator import PatchGANDiscriminator
-from mango.models.fusion import FlowFusion, IdentityFusion, TokenEmbedding
+from mango.models.fusion import TOKEN_FUSIONS, TokenEmbedding, build_fusion
 from mango.models.heads.image_decoder import ImageDecoder
-from mango.models.missing import presence, zero_absent
+from mango.models.missing import check_noise, noise_control, presence, zero_absent
 
-FUSIONS = ("mango", "concat", "single")
+FUSIONS = (*TOKEN_FUSIONS, "single")
 
 
 @dataclass
@@ -56,6 +58,7 @@ class TranslationOutput:
 
     image: Tensor
     bits_per_dim: Tensor | None = None
+    aux_loss: Tensor | None = None  # the fusion's extra training loss (TokenFusion's sparsity)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -130,13 +133,15 @@ class TranslationModel(nn.Module):
         decoder_width: int = 256,
         flow: Mapping[str, Any] | None = None,
         gan: Mapping[str, int] | None = None,
+        fusion_settings: Mapping[str, Any] | None = None,
+        noise: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ConfigError(f"model.fusion: expected one of {', '.join(FUSIONS)}, got {fusion!r}")
-        if fusion == "mango" and len(inputs) < 2:
+        if fusion not in ("concat", "single") and len(inputs) < 2:
             raise ConfigError(
-                f"model.fusion: mango fuses at least two data.inputs, got {list(inputs)} "
+                f"model.fusion: {fusion} fuses at least two data.inputs, got {list(inputs)} "
                 "(use fusion: single for one input)"
             )
         steps = len(encoder_widths)
@@ -153,17 +158,21 @@ class TranslationModel(nn.Module):
             )
         self.inputs = tuple(inputs)
         self.modalities = self.inputs[:1] if fusion == "single" else self.inputs
-        self.fusion_mode, self.side = fusion, side
+        self.side = side
+        self.noise = check_noise(noise, self.modalities)
         self.encoders = nn.ModuleDict(
             {m: DomainEncoder(3, encoder_widths) for m in self.modalities}
         )
         self.embed = nn.ModuleDict(
             {m: TokenEmbedding(encoder_widths[-1], dim, side * side) for m in self.modalities}
         )
-        self.fusion: nn.Module = (
-            FlowFusion(dim, [side * side] * len(self.modalities), **(flow or {}))
-            if fusion == "mango"
-            else IdentityFusion()
+        self.fusion = build_fusion(
+            "concat" if fusion == "single" else fusion,
+            dim,
+            [side * side] * len(self.modalities),
+            (side, side),
+            flow,
+            fusion_settings,
         )
         self.mix = nn.Conv2d(dim * len(self.modalities), dim, 1)
         self.decoder = ImageDecoder(dim, 3, upsample_steps=steps, width=decoder_width)
@@ -187,7 +196,12 @@ class TranslationModel(nn.Module):
         present = presence(batch, self.modalities, first.shape[0], first.device)
         tokens = [
             self.embed[m](
-                self.encoders[m](zero_absent(batch[m], None if present is None else present[:, i]))
+                self.encoders[m](
+                    zero_absent(
+                        noise_control(batch[m], m in self.noise),
+                        None if present is None else present[:, i],
+                    )
+                )
             )
             for i, m in enumerate(self.modalities)
         ]
@@ -195,7 +209,7 @@ class TranslationModel(nn.Module):
         grid = torch.cat(fused.tokens, dim=-1)  # (B, s², M·D): concatenation per position
         grid = grid.transpose(1, 2).reshape(grid.shape[0], -1, self.side, self.side)
         image = self.decoder(self.mix(grid))
-        return TranslationOutput(image, fused.bits_per_dim)
+        return TranslationOutput(image, fused.bits_per_dim, fused.aux_loss)
 
     def adversarial_losses(self, batch: Mapping[str, Any], image: Tensor) -> tuple[Tensor, Tensor]:
         """``(L_G, L_D)`` of the conditional PatchGAN for generated ``image`` (see the module doc).

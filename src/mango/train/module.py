@@ -189,9 +189,12 @@ class MangoModule(pl.LightningModule):
         loss = task_loss
         if bits is not None and self.cfg.loss.nll_weight > 0:
             loss = loss + self.cfg.loss.nll_weight * bits
+        aux = getattr(outputs, "aux_loss", None)  # a baseline fusion's own loss (weighted)
+        if aux is not None:
+            loss = loss + aux
         if not torch.isfinite(loss):
             return self._non_finite(
-                batch, "task loss" if not torch.isfinite(task_loss) else "flow NLL"
+                batch, "task loss" if not torch.isfinite(task_loss) else "flow NLL or fusion loss"
             )
         return loss, task_loss, bits
 

@@ -14,6 +14,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from mango.cli import main
+from mango.errors import ConfigError
 from mango.models.classification import (
     FUSIONS,
     ClassificationOutput,
@@ -21,6 +22,7 @@ from mango.models.classification import (
     image_token_count,
 )
 from mango.models.encoders.mobilenet import MobileNetV2
+from mango.models.fusion import ALIGNED_FUSIONS, BASELINE_FUSIONS
 from mango.tasks.classification.genres import GENRES
 from mango.tasks.classification.task import PREDICTIONS_FILE, MMIMDbTask, balanced_pos_weight
 from mango.train.data import eval_loader
@@ -154,7 +156,13 @@ def _tiny(fusion: str, **kwargs: object) -> GenreClassifier:
     )
 
 
-@pytest.mark.parametrize("fusion", FUSIONS)
+def test_aligned_baselines_refuse_the_unequal_token_counts() -> None:
+    for fusion in ALIGNED_FUSIONS:  # 4 poster tokens against 32 plot tokens
+        with pytest.raises(ConfigError, match="model.fusion: .* equal token counts"):
+            _tiny(fusion)
+
+
+@pytest.mark.parametrize("fusion", [f for f in FUSIONS if f not in ALIGNED_FUSIONS])
 def test_every_fusion_mode_builds_and_runs(fusion: str, batch: dict) -> None:
     torch.manual_seed(0)
     model = _tiny(fusion).eval()
@@ -165,6 +173,10 @@ def test_every_fusion_mode_builds_and_runs(fusion: str, batch: dict) -> None:
         assert out.bits_per_dim is not None and out.bits_per_dim.shape == (4,)
     else:
         assert out.bits_per_dim is None
+    if fusion in BASELINE_FUSIONS:  # sized to the flow of the same settings
+        assert model.fusion.budget is not None
+        flow = _tiny("mango").fusion.parameter_count()
+        assert abs(model.fusion.parameter_count() / flow - 1) <= 0.1
     assert model.backbone_parameters() == []
     assert {name.split(".")[0] for name, _ in model.named_parameters()} <= {
         "embed",

@@ -15,6 +15,7 @@ from PIL import Image
 
 from mango.cli import main
 from mango.errors import ConfigError
+from mango.models.fusion import ALIGNED_FUSIONS
 from mango.models.translation import FUSIONS, TranslationModel, TranslationOutput
 from mango.tasks.translation.task import PAIRS, TaskonomyTask
 from mango.train.run import load_config
@@ -188,7 +189,8 @@ def _batch(inputs: list[str], size: int = 32, n: int = 2) -> dict:
 
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_fusion_modes_build_and_translate(fusion: str) -> None:
-    inputs = ["reshading", "edge_texture", "normal"]
+    two_only = fusion in ALIGNED_FUSIONS  # TokenFusion, GeminiFusion and CMX fuse two streams
+    inputs = ["reshading", "edge_texture"] + ([] if two_only else ["normal"])
     model = TranslationModel(
         inputs,
         32,
@@ -201,6 +203,7 @@ def test_fusion_modes_build_and_translate(fusion: str) -> None:
     out = model(_batch(inputs))
     assert out.image.shape == (2, 3, 32, 32) and out.image.abs().max() <= 1
     assert (out.bits_per_dim is not None) == (fusion == "mango")
+    assert (out.aux_loss is not None) == (fusion == "tokenfusion")
     assert list(model.encoders) == (inputs[:1] if fusion == "single" else inputs)
     names = {id(p) for p in model.backbone_parameters()} | {id(p) for p in model.head_parameters()}
     assert names == {id(p) for p in model.parameters()}

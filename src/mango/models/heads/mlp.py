@@ -32,20 +32,27 @@ class MLPHead(nn.Module):
 
 
 class PooledHeadsMixin:
-    """For classifiers that mean-pool each modality's fused tokens to ``(B, D)``: one
-    :class:`MLPHead` on their concatenation (``self.head``) or, for late fusion, one per
-    modality (``self.heads``) with the logits averaged. A mixin, so the state-dict keys stay
-    ``head.*`` / ``heads.<modality>.*``."""
+    """For classifiers that read each modality's fused tokens out as one vector (a pooled
+    ``(B, D)`` or the flattened ``(B, L_m·D)``): one :class:`MLPHead` on their concatenation
+    (``self.head``) or, for late fusion, one per modality (``self.heads``), each of the same
+    hidden width, with the logits averaged. A mixin, so the state-dict keys stay ``head.*`` /
+    ``heads.<modality>.*``."""
 
     modalities: Sequence[str]
 
-    def _build_heads(self, dim: int, hidden: int, outputs: int, dropout: float, late: bool) -> None:
+    def _build_heads(
+        self, widths: Sequence[int], hidden: int, outputs: int, dropout: float, late: bool
+    ) -> None:
+        """``widths``: the read-out vector's length per modality, in :attr:`modalities` order."""
         if late:
             self.heads = nn.ModuleDict(
-                {m: MLPHead(dim, hidden, outputs, dropout) for m in self.modalities}
+                {
+                    m: MLPHead(width, hidden, outputs, dropout)
+                    for m, width in zip(self.modalities, widths, strict=True)
+                }
             )
         else:
-            self.head = MLPHead(dim * len(self.modalities), hidden, outputs, dropout)
+            self.head = MLPHead(sum(widths), hidden, outputs, dropout)
 
     def _pooled_logits(self, pooled: Sequence[Tensor]) -> Tensor:
         if hasattr(self, "heads"):

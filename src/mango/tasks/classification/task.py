@@ -29,7 +29,7 @@ from torch.utils.data import default_collate
 from mango.config import DataSection, RunConfig, Section
 from mango.errors import ConfigError, DataError
 from mango.io import JsonLinesWriter
-from mango.models.classification import ClassificationOutput, GenreClassifier
+from mango.models.classification import FUSIONS, ClassificationOutput, GenreClassifier
 from mango.tasks.base import Sample, Task, Transform
 from mango.tasks.check import CheckReport
 from mango.tasks.classification.genres import GENRES
@@ -51,7 +51,13 @@ class MMIMDbData(DataSection):
 class GenreModelSettings(Section):
     """The classifier: encoders, fusion mode and head."""
 
-    fusion: Literal["mango", "concat", "late", "image", "text"] = "mango"
+    fusion: Literal[FUSIONS] = Field(  # type: ignore[valid-type]
+        "mango", description="mango, concat, late, image, text, or an attention baseline"
+    )
+    noise: list[str] = Field(
+        default_factory=list,
+        description="modalities whose encoder features become Gaussian noise (control_noise)",
+    )
     dim: int = Field(128, ge=2, description="token channels D inside the fusion")
     head_hidden: int = Field(512, ge=1)
     dropout: float = Field(0.1, ge=0, le=1)
@@ -130,6 +136,8 @@ class MMIMDbTask(Task):
             train_text_encoder=m.train_text_encoder,
             image_weights=m.image_weights,
             text_encoder=m.text_encoder,
+            fusion_settings=cfg.fusion.model_dump(),
+            noise=m.noise,
         )
 
     def dataset(self, cfg: Any, split: str) -> Any:

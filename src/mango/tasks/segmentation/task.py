@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from mango.config import DataSection, RunConfig, Section
 from mango.errors import ConfigError
 from mango.io import atomic_save
-from mango.models.segmentation import SegmentationFusionModel, SegmentationOutput
+from mango.models.segmentation import FUSIONS, SegmentationFusionModel, SegmentationOutput
 from mango.tasks.base import Sample, Task, Transform
 from mango.tasks.check import CheckReport
 from mango.tasks.segmentation.layouts import IGNORE_INDEX, get_layout
@@ -26,7 +26,13 @@ class SegmentationModelSettings(Section):
     """Model section shared by all segmentation tasks."""
 
     modalities: list[str] = Field(default_factory=lambda: ["rgb", "depth"], min_length=1)
-    fusion: Literal["mango", "concat", "single"] = "mango"
+    fusion: Literal[FUSIONS] = Field(  # type: ignore[valid-type]
+        "mango", description="mango, concat, single, or an attention baseline (docs/baselines.md)"
+    )
+    noise: list[str] = Field(
+        default_factory=list,
+        description="modalities replaced by Gaussian noise of their shape (control_noise row)",
+    )
     encoder: str = "conv-small"
     pretrained: str | None = Field(
         None, description="local MiT weights (HF folder/file or mit_bX.pth)"
@@ -59,9 +65,11 @@ def _build_model(
         fuse_stages=m.fuse_stages,
         dim=m.dim,
         flow=cfg.flow.model_dump(),
+        fusion_settings=cfg.fusion.model_dump(),
         head_dim=m.head_dim,
         pretrained=m.pretrained,
         dropout=m.dropout,
+        noise=m.noise,
     )
 
 

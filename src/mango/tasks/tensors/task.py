@@ -6,8 +6,9 @@ Config sections (``configs/tensors-smoke.yaml``):
   ``target`` (multiclass | multilabel, inferred from ``label``), ``classes`` and ``class_names``,
   ``tokens`` / ``vector_tokens`` (how vectors become tokens), ``val_fraction`` (the seeded
   holdout of train when there is no ``val.npz``), ``standardize``;
-- ``model``: ``fusion`` (mango | concat | late | single), ``modalities`` (a subset; ``single``
-  takes one), ``dim``, ``head_hidden``, ``dropout``, ``threshold`` (multi-label).
+- ``model``: ``fusion`` (mango | concat | late | single | an attention baseline),
+  ``readout`` (flatten | mean), ``noise``, ``modalities`` (a subset; ``single`` takes one),
+  ``dim``, ``head_hidden``, ``dropout``, ``threshold`` (multi-label).
 
 When absent, ``data.modalities``, ``data.target`` and ``data.classes`` are filled in from the
 training split by :meth:`TensorsTask.build_model`, so the stored config records them. Loss:
@@ -32,7 +33,7 @@ from mango.config import DataSection, RunConfig, Section
 from mango.errors import ConfigError, DataError
 from mango.io import JsonLinesWriter
 from mango.models.classification import ClassificationOutput
-from mango.models.tensors import ModalitySpec, Standardize, TensorClassifier
+from mango.models.tensors import FUSIONS, ModalitySpec, Standardize, TensorClassifier
 from mango.tasks.base import Sample, Task, Transform
 from mango.tasks.check import CheckReport
 from mango.tasks.tensors.metrics import probabilities
@@ -80,7 +81,16 @@ class TensorsData(DataSection):
 class TensorsModelSettings(Section):
     """Embeddings, fusion mode and head."""
 
-    fusion: Literal["mango", "concat", "late", "single"] = "mango"
+    fusion: Literal[FUSIONS] = Field(  # type: ignore[valid-type]
+        "mango", description="mango, concat, late, single, or an attention baseline"
+    )
+    readout: Literal["flatten", "mean"] = Field(
+        "flatten", description="fused tokens -> head: all tokens flattened, or a mean per modality"
+    )
+    noise: list[str] = Field(
+        default_factory=list,
+        description="modalities replaced by Gaussian noise of their shape (control_noise row)",
+    )
     modalities: list[str] | None = Field(
         None, min_length=1, description="modalities used (default: data.modalities)"
     )
@@ -214,6 +224,9 @@ class TensorsTask(Task):
             head_hidden=m.head_hidden,
             dropout=m.dropout,
             statistics=statistics,
+            fusion_settings=cfg.fusion.model_dump(),
+            readout=m.readout,
+            noise=m.noise,
         )
 
     def dataset(self, cfg: Any, split: str) -> Dataset[Sample]:
@@ -257,7 +270,11 @@ class TensorsTask(Task):
         metric.update(probabilities(outputs.logits, multilabel), batch["label"])
 
     def eval_settings(self, cfg: Any) -> dict[str, Any]:
-        settings: dict[str, Any] = {"target": cfg.data.target, "fusion": cfg.model.fusion}
+        settings: dict[str, Any] = {
+            "target": cfg.data.target,
+            "fusion": cfg.model.fusion,
+            "readout": cfg.model.readout,
+        }
         if cfg.data.target == "multilabel":
             settings["threshold"] = cfg.model.threshold
         return settings

@@ -7,8 +7,9 @@ Config sections (``configs/taskonomy.yaml``, ``configs/taskonomy-smoke.yaml``):
   they agree (names may be canonical, old or short, see :mod:`~mango.tasks.translation.domains`;
   they are stored canonical); ``load_size`` / ``crop_size`` (training: resize, random crop, flip;
   evaluation: resize to ``crop_size``), ``flip``;
-- ``model``: ``fusion`` (mango | concat | single), ``dim``, ``encoder_widths`` (one stride-2
-  stage each, so the token grid is ``crop_size / 2^len``), ``decoder_width``;
+- ``model``: ``fusion`` (mango | concat | single | an attention baseline), ``noise``, ``dim``,
+  ``encoder_widths`` (one stride-2 stage each, so the token grid is ``crop_size / 2^len``),
+  ``decoder_width``;
 - ``loss``: ``nll_weight`` (shared) and ``l1_weight`` (pix2pix: 100);
 - ``loss_gan``: ``enabled`` (default off), ``weight``, ``ndf``, ``layers`` (conditional PatchGAN,
   trained with the generator's optimizer, see :mod:`mango.models.translation`);
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from mango.config import DataSection, LossSettings, RunConfig, Section
 from mango.errors import ConfigError
 from mango.io import atomic_save
-from mango.models.translation import TranslationModel, TranslationOutput
+from mango.models.translation import FUSIONS, TranslationModel, TranslationOutput
 from mango.tasks.base import Sample, Task, Transform
 from mango.tasks.check import CheckReport
 from mango.tasks.translation.domains import canonical_domain
@@ -110,7 +111,13 @@ class TaskonomyData(DataSection):
 class TranslationModelSettings(Section):
     """The translation network: per-domain encoders, fusion, decoder."""
 
-    fusion: Literal["mango", "concat", "single"] = "mango"
+    fusion: Literal[FUSIONS] = Field(  # type: ignore[valid-type]
+        "mango", description="mango, concat, single, or an attention baseline (docs/baselines.md)"
+    )
+    noise: list[str] = Field(
+        default_factory=list,
+        description="inputs replaced by Gaussian noise of their shape (control_noise row)",
+    )
     dim: int = Field(128, ge=2, description="token channels D inside the fusion")
     encoder_widths: list[int] = Field(
         default_factory=lambda: [64, 128, 256, 256],
@@ -185,6 +192,8 @@ class TaskonomyTask(Task):
             decoder_width=m.decoder_width,
             flow=cfg.flow.model_dump(),
             gan={"ndf": gan.ndf, "layers": gan.layers} if gan.enabled else None,
+            fusion_settings=cfg.fusion.model_dump(),
+            noise=m.noise,
         )
         self._cfg, self._model = cfg, model
         return model

@@ -1,9 +1,8 @@
-"""Fusion of several modalities' tokens: the MANGO flow, and the baselines it is compared with.
+"""MANGO fusion (``model.fusion: mango``): the modalities' joint tokens through a :class:`MangoFlow`.
 
-Every fusion module maps a list of per-modality token tensors ``(B, L_m, D)`` to a list of fused
-token tensors of the same shapes, plus the flow's negative log-likelihood in bits per dimension
-(``None`` for baselines without a density). Task models are built around this interface so the
-MANGO model and its baselines share encoders and heads exactly.
+The fused tokens are the flow's latent split per modality; the output also carries the flow's
+negative log-likelihood of the tokens in bits per dimension, and :meth:`FlowFusion.inverse` and
+:meth:`FlowFusion.impute` use the exact inverse and density.
 """
 
 from __future__ import annotations
@@ -14,18 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from mango.errors import ConfigError
 from mango.flows import MangoFlow
 from mango.flows.impute import complete
-
-
-@dataclass
-class FusionOutput:
-    """Fused tokens per modality and the flow's bits/dim per sample (``None`` without a flow)."""
-
-    tokens: list[Tensor]
-    bits_per_dim: Tensor | None = None
+from mango.models.fusion.base import Fusion, FusionOutput
 
 
 @dataclass(frozen=True)
@@ -49,33 +42,7 @@ class ImputationRecord:
     dims: int  # L · D of the whole token set
 
 
-class TokenEmbedding(nn.Module):
-    """Project features to ``dim`` channels and add learned position and modality embeddings.
-
-    Accepts a feature map ``(B, C, h, w)`` (flattened row-major to ``h * w`` tokens) or a sequence
-    ``(B, T, C)``; returns ``(B, L, dim)`` with ``L = length``.
-    """
-
-    def __init__(self, in_channels: int, dim: int, length: int) -> None:
-        super().__init__()
-        self.length = length
-        self.proj = nn.Linear(in_channels, dim)
-        self.position = nn.Parameter(torch.zeros(1, length, dim))
-        self.modality = nn.Parameter(torch.zeros(1, 1, dim))
-        nn.init.trunc_normal_(self.position, std=0.02)
-        nn.init.trunc_normal_(self.modality, std=0.02)
-
-    def forward(self, features: Tensor) -> Tensor:
-        tokens = features.flatten(2).transpose(1, 2) if features.dim() == 4 else features
-        if tokens.shape[1] != self.length:
-            raise ValueError(
-                f"expected {self.length} tokens from the encoder, got {tokens.shape[1]} "
-                f"(input size differs from the one the flow was built for)"
-            )
-        return self.proj(tokens) + self.position + self.modality
-
-
-class FlowFusion(nn.Module):
+class FlowFusion(Fusion):
     """MANGO fusion: concatenate the modalities' tokens and map them through a :class:`MangoFlow`.
 
     ``fusion(tokens)`` takes a list of ``M >= 2`` tensors ``(B, L_m, D)`` (the ``L_m`` given at
@@ -101,21 +68,26 @@ class FlowFusion(nn.Module):
         True
     """
 
+    name = "mango"
+    has_density = True
+
     def __init__(
         self, dim: int, tokens: Sequence[int], detach_nll: bool = True, **flow_options: Any
     ) -> None:
         """``flow_options`` go to :class:`MangoFlow` (``blocks``, ``partitions``, ``attention``, ...)."""
-        super().__init__()
-        self.tokens = tuple(tokens)
+        super().__init__(dim, tokens)
+        short = [length for length in self.tokens if length < 2]
+        if len(self.tokens) < 2 or short:
+            raise ConfigError(
+                f"model.fusion: mango needs 2+ modalities of 2+ tokens each, got {list(self.tokens)}"
+            )
         self.detach_nll = detach_nll
         self.flow = MangoFlow(dim, self.tokens, **flow_options)
         self.fill = "zero"
         self.imputation = ImputationSettings()
         self.records: list[ImputationRecord] = []
 
-    def forward(
-        self, tokens: Sequence[Tensor], with_nll: bool = True, present: Tensor | None = None
-    ) -> FusionOutput:
+    def fuse(self, tokens: list[Tensor], present: Tensor | None, with_nll: bool) -> FusionOutput:
         """Fuse ``tokens``; ``present`` ``(B, M)`` marks which modalities each sample has.
 
         With ``fill = "impute"`` (see :func:`mango.models.missing.filling`) the tokens of absent
@@ -182,16 +154,3 @@ class FlowFusion(nn.Module):
         )
         x = x.index_copy(0, rows, result.tokens.to(x.dtype))
         return list(x.split(self.tokens, dim=1))
-
-
-class IdentityFusion(nn.Module):
-    """Baseline without a flow: the tokens are passed on unchanged (concatenation or single modality).
-
-    ``present`` is accepted for the interface of :class:`FlowFusion` and ignored: absent
-    modalities keep the tokens of their zero-filled input.
-    """
-
-    def forward(
-        self, tokens: Sequence[Tensor], with_nll: bool = True, present: Tensor | None = None
-    ) -> FusionOutput:
-        return FusionOutput(list(tokens))
