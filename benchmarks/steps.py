@@ -8,7 +8,8 @@ step: its no-grad forward alone, and its matrix products alone, replayed back to
 shapes with nothing between them (:func:`matmul_replay`). Row 8 times one optimizer step of a
 task's fusion model against the same model with concatenation fusion, with the fusion model's
 no-grad forward beside it; :func:`fusion_task_row` takes any task config, so other tasks' models
-(the ``tensors`` smoke model, row 9) get their own row.
+(the ``tensors`` smoke model, row 9) get their own row. Rows 10 and 11 repeat rows 8 and 9
+against a real peer: the joint Transformer fusion with as many parameters as the flow.
 """
 
 from __future__ import annotations
@@ -196,19 +197,27 @@ def fusion_task_row(
     )
 
 
-def demo_row(repeats: int, quick: bool, device: str = "cpu") -> dict[str, Any]:
-    """Row 8: the demo's fusion model (``mango demo``) vs its concatenation model."""
+#: the baseline of each step row: its name in the title, and the demo's and tensors rows' numbers
+BASELINES = {"concat": ("concatenation", 8, 9), "transformer": ("the matched transformer", 10, 11)}
+
+
+def demo_row(
+    repeats: int, quick: bool, device: str = "cpu", baseline: str = "concat"
+) -> dict[str, Any]:
+    """Row 8 (10): the demo's fusion model (``mango demo``) vs its concatenation model (its
+    joint Transformer fusion, sized to the flow's parameters)."""
     from mango.demo import DEMO_CONFIG, MODELS, QUICK_OVERRIDES
 
+    label, number, _ = BASELINES[baseline]
     extra = list(QUICK_OVERRIDES) if quick else []
     batch = DEMO_CONFIG["trainer"]["batch_size"]
     size = 48 if quick else DEMO_CONFIG["data"]["size"]
     flow = DEMO_CONFIG["flow"]
     return fusion_task_row(
-        "8. fusion training step, MANGO vs concatenation: the demo's model",
+        f"{number}. fusion training step, MANGO vs {label}: the demo's model",
         DEMO_CONFIG,
         [*MODELS["fusion"], *extra],
-        [*MODELS["concat"], *extra],
+        [*MODELS[baseline], *extra],
         "<= 1.5x slower",
         repeats,
         batch,
@@ -219,25 +228,27 @@ def demo_row(repeats: int, quick: bool, device: str = "cpu") -> dict[str, Any]:
     )
 
 
-def tensors_row(repeats: int, device: str = "cpu") -> dict[str, Any]:
-    """Row 9: the ``tensors`` smoke model (``configs/tensors-smoke.yaml``) vs its concatenation
-    model, on the generated fixture (written to a temporary folder)."""
+def tensors_row(repeats: int, device: str = "cpu", baseline: str = "concat") -> dict[str, Any]:
+    """Row 9 (11): the ``tensors`` smoke model (``configs/tensors-smoke.yaml``) vs its
+    concatenation model (its matched transformer), on the generated fixture (written to a
+    temporary folder)."""
     import tempfile
 
     from mango.config import read_yaml
     from mango.tasks.tensors.fixtures import write_tensors_fixture
 
+    label, _, number = BASELINES[baseline]
     config = read_yaml(Path(__file__).resolve().parents[1] / "configs" / "tensors-smoke.yaml")
     batch = config["trainer"]["batch_size"]
     with tempfile.TemporaryDirectory() as folder:
         root = write_tensors_fixture(folder, sizes=(2 * batch, batch, batch))
         config = {**config, "data": {**config.get("data", {}), "root": str(root)}}
         return fusion_task_row(
-            "9. fusion training step, MANGO vs concatenation: the tensors smoke model",
+            f"{number}. fusion training step, MANGO vs {label}: the tensors smoke model",
             config,
             ["model.fusion=mango"],
-            ["model.fusion=concat"],
-            "<= 3x slower",
+            [f"model.fusion={baseline}"],
+            "<= 3x slower" if baseline == "concat" else "<= 1.5x slower",
             repeats,
             batch,
             shape=f"a (6 tokens x 5) + b (12 -> 4 tokens), batch {batch}, "

@@ -358,6 +358,8 @@ def run(
     rows.append(arithmetic_bound_row(repeats, 16 if quick else 64, mm_size, device))
     rows.append(demo_row(repeats, quick, device))
     rows.append(tensors_row(repeats, device))
+    rows.append(demo_row(repeats, quick, device, baseline="transformer"))
+    rows.append(tensors_row(repeats, device, baseline="transformer"))
     if quick:  # the goals are set for the full shapes: no verdicts on the small ones
         for r in rows:
             r["met"] = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from mango.demo import ENTRIES, MISSING_DEPTH, run_demo
 from mango.demo_report import _missing_section

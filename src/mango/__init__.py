@@ -4,6 +4,7 @@ The fusion module for your own models (``docs/tutorial.md``, ``docs/api.md``)::
 
     from mango import FlowFusion      # MANGO fusion: tokens -> fused tokens + NLL
     from mango import IdentityFusion  # the concatenation baseline with the same interface
+    from mango import build_fusion    # any fusion by name, baselines sized to the flow
 
 They are imported on first use, so ``import mango`` (and the ``mango`` command's start-up) does
 not load torch.
@@ -20,9 +21,16 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 #: public name -> the module that defines it
 _PUBLIC = {
+    "Fusion": "mango.models.fusion",
+    "FusionOutput": "mango.models.fusion",
+    "build_fusion": "mango.models.fusion",
     "FlowFusion": "mango.models.fusion",
     "IdentityFusion": "mango.models.fusion",
-    "FusionOutput": "mango.models.fusion",
+    "TransformerFusion": "mango.models.fusion",
+    "CrossAttentionFusion": "mango.models.fusion",
+    "TokenFusion": "mango.models.fusion",
+    "GeminiFusion": "mango.models.fusion",
+    "CMXFusion": "mango.models.fusion",
     "TokenEmbedding": "mango.models.fusion",
     "MangoFlow": "mango.flows",
 }

@@ -72,7 +72,7 @@ class FlowSettings(Section):
 class FusionSettings(Section):
     """The baseline fusions' settings (``model.fusion`` other than mango; docs/baselines.md).
 
-    Defaults are the published ones (``../BASELINES.md`` of each method's paper and code); the
+    Defaults are the published ones (each method's paper and released code, docs/baselines.md); the
     depth of ``transformer``, ``cross_attention``, ``tokenfusion`` and ``geminifusion`` is
     matched to the MANGO flow of the same config unless ``layers`` is given.
     """

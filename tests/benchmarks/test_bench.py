@@ -19,7 +19,7 @@ def test_bench_quick_writes_every_row(tmp_path):
     assert main(["bench", "--quick", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     names = [row["row"][:2] for row in result["rows"]]
-    assert names == ["1.", "2.", "3.", "4.", "5.", "7.", "8.", "9."]
+    assert names == ["1.", "2.", "3.", "4.", "5.", "7.", "8.", "9.", "10", "11"]
     assert all(
         row["mango"] > 0 and row["baseline"] > 0 and row["ratio"] > 0 for row in result["rows"]
     )
@@ -37,6 +37,12 @@ def test_bench_quick_writes_every_row(tmp_path):
     assert 0 < bound["forward_no_grad_ms"] < bound["mango"]
     demo = result["rows"][6]  # row 8: the demo's fusion model against its concatenation model
     assert demo["goal"] == "<= 1.5x slower" and "conv-small" in demo["shape"]
+    peers = result["rows"][8:]  # rows 10, 11: the same models against the matched transformer
+    assert [p["row"].split(": ")[0] for p in peers] == [
+        "10. fusion training step, MANGO vs the matched transformer",
+        "11. fusion training step, MANGO vs the matched transformer",
+    ]
+    assert all(p["goal"] == "<= 1.5x slower" for p in peers)
     tensors = result["rows"][7]  # row 9: the tensors smoke model against its concatenation model
     assert tensors["goal"] == "<= 3x slower" and "tensors" in tensors["row"]
     assert all(0 < r["forward_no_grad_ms"] < r["mango"] for r in (demo, tensors))

@@ -84,3 +84,42 @@ def test_standardize_fit_and_vector_tokens() -> None:
 def test_bad_model_settings(specs: dict, fusion: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         TensorClassifier(specs, outputs=2, fusion=fusion)
+
+
+def test_flatten_readout_keeps_what_the_token_mean_loses() -> None:
+    """The defect of a mean-pooled read-out: two inputs whose tokens have the same mean (here a
+    permutation of the tokens, and a one-feature-per-token modality) are one input to
+    ``concat``. Flattened, they are not."""
+    specs = {"a": ModalitySpec((6, 1)), "b": ModalitySpec((4, 2))}
+    x = {"a": torch.randn(3, 6, 1), "b": torch.randn(3, 4, 2)}
+    y = {"a": x["a"].flip(1), "b": x["b"]}  # same token mean, different tokens
+    logits = {}
+    for readout in ("mean", "flatten"):
+        torch.manual_seed(0)
+        model = TensorClassifier(specs, outputs=4, fusion="concat", dim=8, readout=readout)
+        model.embed["a"].position.data.zero_()  # no position signal: only the mean survives
+        model.eval()
+        with torch.no_grad():
+            logits[readout] = [model({"inputs": batch}).logits for batch in (x, y)]
+    torch.testing.assert_close(*logits["mean"])
+    assert (logits["flatten"][0] - logits["flatten"][1]).abs().max() > 1e-3
+    late = TensorClassifier(specs, outputs=4, fusion="late", dim=8)  # the same head per modality
+    assert late.heads["a"].net[1].in_features == 6 * 8 and late.heads["b"].net[1].in_features == 32
+
+
+def test_noise_control_replaces_the_modality_by_noise_of_its_shape() -> None:
+    specs = {"a": ModalitySpec((6, 1)), "b": ModalitySpec((4, 2))}
+    torch.manual_seed(0)
+    model = TensorClassifier(specs, outputs=4, fusion="concat", dim=8, noise=["b"]).eval()
+    x = {"a": torch.randn(3, 6, 1), "b": torch.randn(3, 4, 2)}
+    outputs = []
+    for b in (x["b"], 100 * torch.ones_like(x["b"])):  # b's values never matter
+        torch.manual_seed(1)
+        with torch.no_grad():
+            outputs.append(model({"inputs": {"a": x["a"], "b": b}}).logits)
+    torch.testing.assert_close(*outputs)
+    torch.manual_seed(2)  # other noise: other logits
+    with torch.no_grad():
+        assert (model({"inputs": x}).logits - outputs[0]).abs().max() > 1e-4
+    with pytest.raises(ConfigError, match="model.noise: 'c'"):
+        TensorClassifier(specs, outputs=4, fusion="concat", dim=8, noise=["c"])

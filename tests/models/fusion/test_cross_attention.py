@@ -1,4 +1,4 @@
-"""CrossAttentionFusion (BASELINES §4.2): size, the synchronous equations re-stated, interface."""
+"""CrossAttentionFusion: size, the synchronous equations re-stated, interface."""
 
 from __future__ import annotations
 

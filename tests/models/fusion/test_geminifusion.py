@@ -1,4 +1,4 @@
-"""GeminiFusion (BASELINES §2): the pixel-wise attention and the layer re-stated, size formula."""
+"""GeminiFusion: the pixel-wise attention and the layer re-stated, size formula."""
 
 from __future__ import annotations
 

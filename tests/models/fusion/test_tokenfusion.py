@@ -1,4 +1,4 @@
-"""TokenFusion (BASELINES §1): the exchange re-stated, the summed L1 loss, size formula, errors."""
+"""TokenFusion: the exchange re-stated, the summed L1 loss, size formula, errors."""
 
 from __future__ import annotations
 

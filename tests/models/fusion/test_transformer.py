@@ -1,4 +1,4 @@
-"""TransformerFusion (BASELINES §4.1): size formula, the equations re-stated, interface, gradients."""
+"""TransformerFusion: size formula, the equations re-stated, interface, gradients."""
 
 from __future__ import annotations
 

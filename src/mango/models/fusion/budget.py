@@ -1,4 +1,4 @@
-"""Matching a baseline's size to the MANGO flow: the depth (and FFN ratio) rule of BASELINES §4.3.
+"""Matching a baseline's size to the MANGO flow: the depth (and FFN ratio) rule.
 
 A layered fusion of ``k`` layers at FFN ratio ``r`` has ``P(k, r) = P₀ + k·(a + b·r)``
 parameters. The rule, with ``P*`` the flow's parameter count:

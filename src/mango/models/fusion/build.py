@@ -128,8 +128,7 @@ def build_fusion(
     factory = _layered(name, dim, tokens, grid, settings)
     ratio = settings.get("ffn_ratio")
     if settings.get("layers"):
-        module = factory(settings["layers"], ratio or 4.0)
-        return module
+        return factory(settings["layers"], ratio or 4.0)
     target = fusion_class("mango")(dim, tokens, **flow).parameter_count()
     budget = match_budget(factory, dim, target, name, ffn_ratio=ratio)
     module = factory(budget.layers, budget.ffn_ratio)

@@ -1,6 +1,6 @@
 """Bidirectional cross-attention (``model.fusion: cross_attention``): co-attention between streams.
 
-The two-stream baseline of ``BASELINES.md`` §4.2 ("specification for the library": pre-norm,
+The two-stream baseline of ``docs/baselines.md`` ("specification for the library": pre-norm,
 synchronous): each modality keeps its own stream and, in every layer, attends to the others.
 """
 
@@ -65,13 +65,13 @@ class CrossAttentionFusion(Fusion):
     :math:`2 [(4 + 2r) D^2 + (9 + r) D]` parameters, the fusion ``layers`` times that plus
     :math:`2 D M` (the final LayerNorms).
 
-    Generalisation beyond the two streams of §4.2: for ``M > 2`` modalities the keys and values
+    Generalisation beyond two streams: for ``M > 2`` modalities the keys and values
     of modality :math:`m` are the concatenation, along the sequence, of every other modality's
     normed tokens :math:`[\tilde x_n]_{n \ne m}` (so the parameters grow as ``M`` per layer, not
     ``M (M - 1)``). Token counts may differ between modalities.
 
     Adaptation: no position or modality embeddings are added here (BridgeTower's token-type
-    embedding, §4.2's "add them at the input"). The task's
+    embedding, added at the input). The task's
     :class:`~mango.models.fusion.TokenEmbedding` has already added learned ones to each
     modality's tokens before the fusion. BridgeTower's bridge layers are omitted (they need a
     multi-layer unimodal encoder per modality). ``present`` is accepted and ignored: absent

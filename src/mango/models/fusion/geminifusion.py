@@ -1,6 +1,6 @@
 """GeminiFusion (``model.fusion: geminifusion``): pixel-wise cross-attention inside every layer.
 
-Written from the released MiT code's semantics (``../BASELINES.md`` §2), adapted to one fusion
+Written from the released MiT code's semantics (``docs/baselines.md``), adapted to one fusion
 stage; see :class:`GeminiFusion` and :class:`PixelwiseCrossAttention`.
 """
 

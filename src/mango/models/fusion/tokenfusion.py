@@ -1,6 +1,6 @@
 """TokenFusion (``model.fusion: tokenfusion``): score-gated exchange of attention updates.
 
-Written from the released segmentation code's semantics (``../BASELINES.md`` §1), adapted to one
+Written from the released segmentation code's semantics (``docs/baselines.md``), adapted to one
 fusion stage; see :class:`TokenFusion`.
 """
 

@@ -1,6 +1,6 @@
 """Joint self-attention (``model.fusion: transformer``): one pre-norm Transformer over all tokens.
 
-The single-stream baseline of ``BASELINES.md`` §4.1 (ViLT's design): every modality's tokens are
+The single-stream baseline of ``docs/baselines.md`` (ViLT's design): every modality's tokens are
 concatenated into one sequence, so each token attends to every token of every modality.
 """
 
@@ -55,7 +55,7 @@ class TransformerFusion(Fusion):
     :math:`2D` (``LN_f``). Works for any number of modalities and unequal token counts; the cost
     is quadratic in the total token count.
 
-    The one adaptation from ViLT (and §4.1 of ``BASELINES.md``): no position or modality
+    The one adaptation from ViLT (and of ``docs/baselines.md``): no position or modality
     embeddings are added here. The task's :class:`~mango.models.fusion.TokenEmbedding` has already
     added learned ones to each modality's tokens before the fusion. ``present`` is accepted and
     ignored: absent modalities arrive zero-filled and are attended to like any other tokens.
