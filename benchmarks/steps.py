@@ -171,18 +171,22 @@ def fusion_task_row(
     name: str,
     config: dict[str, Any],
     mango: Sequence[str],
-    concat: Sequence[str],
+    baseline: Sequence[str],
     goal: str,
     repeats: int,
     batch: int,
     shape: str,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """A row: one training step of ``config``'s model with ``mango`` vs ``concat`` overrides,
+    """A row: one training step of ``config``'s model with ``mango`` vs ``baseline`` overrides,
     and the MANGO model's no-grad forward beside it (a floor of its step)."""
     step, forward = _task_step(config, mango, batch, device)
     times = paired_median_ms(
-        {"mango": step, "concat": _task_step(config, concat, batch, device)[0], "forward": forward},
+        {
+            "mango": step,
+            "baseline": _task_step(config, baseline, batch, device)[0],
+            "forward": forward,
+        },
         repeats,
         warmup=2,
         device=device,
@@ -190,7 +194,7 @@ def fusion_task_row(
     return row(
         name,
         times["mango"],
-        times["concat"],
+        times["baseline"],
         goal,
         shape=shape,
         forward_no_grad_ms=times["forward"],

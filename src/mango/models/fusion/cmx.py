@@ -6,7 +6,6 @@ the Feature Fusion Module (FFM), on two position-aligned modalities. See :class:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +13,7 @@ from torch import Tensor, nn
 
 from mango.errors import ConfigError
 from mango.models.fusion.base import Fusion, FusionOutput
+from mango.models.fusion.two_stream import init_mit_weights
 
 
 class FeatureRectify(nn.Module):
@@ -233,7 +233,7 @@ class CMXFusion(Fusion):
         self.rectify = FeatureRectify(dim, reduction, lambda_c, lambda_s)
         self.exchange = CrossExchange(dim, reduction, heads)
         self.embed = ChannelEmbed(dim, reduction)
-        self.apply(_init_weights)
+        self.apply(init_mit_weights)  # the released encoder's init (BatchNorms keep theirs)
 
     def fuse(self, tokens: list[Tensor], present: Tensor | None, with_nll: bool) -> FusionOutput:
         batch = tokens[0].shape[0]
@@ -244,17 +244,3 @@ class CMXFusion(Fusion):
         merged = torch.cat([x_a, x_b], dim=-1).transpose(1, 2).reshape(batch, -1, height, width)
         fused = self.embed(merged).flatten(2).transpose(1, 2)
         return FusionOutput([fused, fused])
-
-
-def _init_weights(module: nn.Module) -> None:
-    """The released code's init: Linear trunc-normal std 0.02 and zero bias; Conv fan-out normal."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv2d):
-        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-        fan_out //= module.groups
-        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
