@@ -8,7 +8,7 @@ fixed depth (one rectification and one fusion module). Heads default to ``max(1,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import import_module
 from typing import Any
 
@@ -30,8 +30,6 @@ TOKEN_FUSIONS: dict[str, str] = {
 BASELINE_FUSIONS = ("transformer", "cross_attention", "tokenfusion", "geminifusion", "cmx")
 #: fusions that need position-aligned modalities (equal token counts)
 ALIGNED_FUSIONS = ("tokenfusion", "geminifusion", "cmx")
-#: fusions whose depth is matched to the flow's parameter count
-LAYERED = ("transformer", "cross_attention", "tokenfusion", "geminifusion")
 
 
 def fusion_class(name: str) -> type[Fusion]:
@@ -42,41 +40,23 @@ def fusion_class(name: str) -> type[Fusion]:
     return getattr(import_module(f"mango.models.fusion.{module}"), cls)
 
 
-def _heads(settings: Mapping[str, Any], dim: int) -> int:
-    return settings.get("heads") or max(1, dim // 64)
+#: the ``fusion`` settings each baseline takes (beside ``heads``); unset ones keep the class default
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "transformer": ("dropout",),
+    "cross_attention": ("dropout",),
+    "tokenfusion": ("dropout", "threshold", "sparsity_weight", "mix_ffn"),
+    "geminifusion": ("dropout", "fusion_heads", "mix_ffn"),
+    "cmx": ("reduction", "lambda_c", "lambda_s"),
+}
 
 
-def _layered(
-    name: str,
-    dim: int,
-    tokens: Sequence[int],
-    grid: tuple[int, int] | None,
-    settings: Mapping[str, Any],
-) -> Callable[[int, float], Fusion]:
-    """``(layers, ffn_ratio) -> module`` for a layered baseline with the other settings fixed."""
-    cls = fusion_class(name)
-    common: dict[str, Any] = {
-        "heads": _heads(settings, dim),
-        "dropout": settings.get("dropout", 0.0),
-    }
-    if name == "tokenfusion":
-        common |= {
-            "threshold": settings.get("threshold", 0.02),
-            "sparsity_weight": settings.get("sparsity_weight", 1e-4),
-            "mix_ffn": settings.get("mix_ffn", True),
-            "grid": grid,
-        }
-    elif name == "geminifusion":
-        common |= {
-            "fusion_heads": settings.get("fusion_heads", 8),
-            "mix_ffn": settings.get("mix_ffn", True),
-            "grid": grid,
-        }
-
-    def factory(layers: int, ffn_ratio: float) -> Fusion:
-        return cls(dim, tokens, layers=layers, ffn_ratio=ffn_ratio, **common)
-
-    return factory
+def _options(
+    name: str, dim: int, grid: tuple[int, int] | None, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Keyword arguments of baseline ``name``: its given settings, the heads, and the grid."""
+    given = {key: settings[key] for key in OPTIONS[name] if settings.get(key) is not None}
+    grid_option = {"grid": grid} if name in ALIGNED_FUSIONS else {}  # position-wise on a grid
+    return {"heads": settings.get("heads") or max(1, dim // 64), **given, **grid_option}
 
 
 def build_fusion(
@@ -110,22 +90,13 @@ def build_fusion(
         return cls(dim, tokens, **flow)
     if name == "concat":
         return cls(dim, tokens)
-    if name == "cmx":
-        return cls(
-            dim,
-            tokens,
-            heads=_heads(settings, dim),
-            reduction=settings.get("reduction", 1),
-            lambda_c=settings.get("lambda_c", 0.5),
-            lambda_s=settings.get("lambda_s", 0.5),
-            grid=grid,
-        )
-    if cls.aligned and len(set(tokens)) > 1:  # before any budget probe builds the module
-        raise ConfigError(
-            f"model.fusion: {name} needs position-aligned modalities with equal token counts, "
-            f"got {list(tokens)}"
-        )
-    factory = _layered(name, dim, tokens, grid, settings)
+    options = _options(name, dim, grid, settings)
+    if name == "cmx":  # one rectification and one fusion module: nothing to size
+        return cls(dim, tokens, **options)
+
+    def factory(layers: int, ffn_ratio: float) -> Fusion:
+        return cls(dim, tokens, layers=layers, ffn_ratio=ffn_ratio, **options)
+
     ratio = settings.get("ffn_ratio")
     if settings.get("layers"):
         return factory(settings["layers"], ratio or 4.0)

@@ -18,6 +18,7 @@ from torch import Tensor
 from mango.errors import ConfigError
 from mango.flows import MangoFlow
 from mango.flows.impute import complete
+from mango.flows.partitions import validate_tokens
 from mango.models.fusion.base import Fusion, FusionOutput
 
 
@@ -76,11 +77,12 @@ class FlowFusion(Fusion):
     ) -> None:
         """``flow_options`` go to :class:`MangoFlow` (``blocks``, ``partitions``, ``attention``, ...)."""
         super().__init__(dim, tokens)
-        short = [length for length in self.tokens if length < 2]
-        if len(self.tokens) < 2 or short:
+        try:
+            validate_tokens(self.tokens)
+        except ValueError:
             raise ConfigError(
                 f"model.fusion: mango needs 2+ modalities of 2+ tokens each, got {list(self.tokens)}"
-            )
+            ) from None
         self.detach_nll = detach_nll
         self.flow = MangoFlow(dim, self.tokens, **flow_options)
         self.fill = "zero"
