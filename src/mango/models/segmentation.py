@@ -68,16 +68,18 @@ class StageFusion(nn.Module):
             self.fusion = build_fusion(mode, dim, [length] * modalities, grid, flow, settings)
             self.out = nn.Conv2d(modalities * dim, channels, 1)
 
-    def forward(self, features: Sequence[Tensor], present: Tensor | None = None) -> FusionOutput:
-        """The fused map as the one token tensor ``(B, C, h, w)`` of a :class:`FusionOutput`,
-        with the fusion's bits/dim and extra loss; ``present`` ``(B, M)`` lets a flow impute."""
+    def forward(
+        self, features: Sequence[Tensor], present: Tensor | None = None
+    ) -> tuple[Tensor, FusionOutput | None]:
+        """The fused map ``(B, C, h, w)`` and the token fusion's output (its bits/dim and extra
+        loss; ``None`` for ``concat``/``single``); ``present`` ``(B, M)`` lets a flow impute."""
         if self.fusion is None:
-            return FusionOutput([self.out(torch.cat(list(features), dim=1))])
+            return self.out(torch.cat(list(features), dim=1)), None
         tokens = [embed(f) for embed, f in zip(self.embed, features, strict=True)]
         fused = self.fusion(tokens, present=present)
         b, (h, w) = features[0].shape[0], self.grid
         maps = [t.transpose(1, 2).reshape(b, -1, h, w) for t in fused.tokens]
-        return FusionOutput([self.out(torch.cat(maps, dim=1))], fused.bits_per_dim, fused.aux_loss)
+        return self.out(torch.cat(maps, dim=1)), fused
 
 
 class SegmentationFusionModel(nn.Module):
@@ -86,10 +88,11 @@ class SegmentationFusionModel(nn.Module):
     Each modality has its own pyramid encoder (4 stages). At the stages in ``fuse_stages`` the
     modalities are fused by ``fusion`` (``mango``, ``concat`` or an attention baseline of
     :data:`~mango.models.fusion.TOKEN_FUSIONS`, built with ``fusion_settings``); the other
-    stages are fused by concatenation + 1x1 conv. A SegFormer all-MLP decoder maps the fused pyramid to logits,
-    upsampled to the input size. The modalities in ``noise`` get Gaussian noise of their input's
-    shape instead of their input, in training and test (the ``control_noise`` ablation). The flow is built for ``image_size``: inputs must have that size
-    (use sliding windows for larger images). ``single`` uses only the first modality.
+    stages are fused by concatenation + 1x1 conv. A SegFormer all-MLP decoder maps the fused
+    pyramid to logits, upsampled to the input size. The modalities in ``noise`` get Gaussian
+    noise of their input's shape instead of their input, in training and test (the
+    ``control_noise`` ablation). The flow is built for ``image_size``: inputs must have that
+    size (use sliding windows for larger images). ``single`` uses only the first modality.
 
     Absent modalities (``inputs["present"]``, :mod:`mango.models.missing`): their input is
     zeroed for the absent samples (the zero rule, used by every stage); at the flow-fused stages
@@ -184,10 +187,13 @@ class SegmentationFusionModel(nn.Module):
             )
             for i, m in enumerate(self.modalities)
         ]
-        stages = [stage([p[s] for p in pyramids], present) for s, stage in enumerate(self.stages)]
-        bits = [out.bits_per_dim for out in stages if out.bits_per_dim is not None]
-        aux = [out.aux_loss for out in stages if out.aux_loss is not None]
-        logits = self.head([out.tokens[0] for out in stages])
+        maps, fused = zip(
+            *(stage([p[s] for p in pyramids], present) for s, stage in enumerate(self.stages)),
+            strict=True,
+        )
+        bits = [out.bits_per_dim for out in fused if out and out.bits_per_dim is not None]
+        aux = [out.aux_loss for out in fused if out and out.aux_loss is not None]
+        logits = self.head(list(maps))
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return SegmentationOutput(
             logits, torch.stack(bits).mean(0) if bits else None, sum(aux) if aux else None
