@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.measure import median_ms
 from benchmarks.steps import _flow_step
-from benchmarks.suite import median_ms
 from mango.errors import CheckpointError
 from mango.flows import MangoFlow
 

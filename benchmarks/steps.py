@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.suite import paired_median_ms, row
+from benchmarks.measure import paired_median_ms, row
 from mango.flows import MangoFlow
 
 #: Row 7's flow: the size most users start with (4 blocks, 16 + 16 tokens, D = 32, batch 64).

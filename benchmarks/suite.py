@@ -11,7 +11,6 @@ steps (:mod:`benchmarks.cuda`).
 from __future__ import annotations
 
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,55 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmarks.cuda import cuda_tables
+from benchmarks.measure import median_ms, paired_median_ms, row, saved_bytes
 from benchmarks.reference import reference_forward, reference_inverse
+from benchmarks.steps import arithmetic_bound_row, demo_row, tensors_row
 from mango.flows import InvertibleCrossAttention, MangoFlow
 from mango.io import atomic_write_json
-
-
-def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1, device: str = "cpu") -> float:
-    """Median wall time of ``fn()`` in milliseconds."""
-    return paired_median_ms({"fn": fn}, repeats, warmup, device)["fn"]
-
-
-def paired_median_ms(
-    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1, device: str = "cpu"
-) -> dict[str, float]:
-    """Median wall time (ms) of each function, timed in **interleaved** rounds.
-
-    Compared functions then see the same machine state (frequency, caches, other load), so
-    their ratio is far steadier than that of back-to-back blocks of repeats. On CUDA the device
-    is synchronized before and after each call, so the time covers its kernels.
-    """
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the tensors autograd saves for backward while running ``fn`` (activation memory).
-
-    A tensor saved by several operations (or views of one buffer) is counted once.
-    """
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
 
 
 def _ica(length: int, dim: int, device: str, **kwargs: Any) -> InvertibleCrossAttention:
@@ -79,28 +35,6 @@ def _ica(length: int, dim: int, device: str, **kwargs: Any) -> InvertibleCrossAt
         for p in layer.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return layer.to(device).eval()
-
-
-def row(
-    name: str, ours: float, baseline: float, goal: str, unit: str = "ms", **extra: Any
-) -> dict[str, Any]:
-    """One table row; ``goal`` is ``">= Nx faster"``, ``"<= Nx ..."`` or free text (no verdict)."""
-    faster = goal.startswith(">=")
-    ratio = baseline / ours if faster else ours / baseline
-    met = None
-    if goal.startswith((">=", "<=")):
-        target = float(goal.split()[1].rstrip("x"))
-        met = ratio >= target if faster else ratio <= target
-    return {
-        "row": name,
-        "mango": ours,
-        "baseline": baseline,
-        "ratio": ratio,
-        "goal": goal,
-        "met": met,
-        "unit": unit,
-        **extra,
-    }
 
 
 @torch.no_grad()
@@ -352,8 +286,6 @@ def run(
     rows.append(fusion_step_row(repeats, 128 if quick else 256, 2, encoder, device))
     if compile:
         rows.append(compile_row(repeats, 2 if quick else 4, 64 if quick else 256, 2, device))
-    from benchmarks.steps import arithmetic_bound_row, demo_row, tensors_row  # they import this
-
     mm_size = 1024 if quick else 2048
     rows.append(arithmetic_bound_row(repeats, 16 if quick else 64, mm_size, device))
     rows.append(demo_row(repeats, quick, device))
@@ -377,8 +309,6 @@ def run(
         "scaling": scaling,
     }
     if cuda:
-        from benchmarks.cuda import cuda_tables
-
         result["cuda"] = cuda_tables(repeats, device)
     from benchmarks.report import print_result
 

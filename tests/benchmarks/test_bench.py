@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import torch
-from benchmarks import cuda, suite
+from benchmarks import cuda, measure, suite
+from benchmarks.measure import row
 from benchmarks.report import print_result
-from benchmarks.suite import row
 
 from mango.cli import main
 from mango.errors import CheckpointError
@@ -84,10 +84,10 @@ def test_bench_device_flag_reaches_the_suite(monkeypatch):
 def test_cuda_timings_synchronize_the_device(monkeypatch):
     events = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: events.append("sync"))
-    suite.paired_median_ms({"f": lambda: events.append("f")}, repeats=2, warmup=0, device="cuda")
+    measure.paired_median_ms({"f": lambda: events.append("f")}, repeats=2, warmup=0, device="cuda")
     assert events == ["sync", "f", "sync"] * 2
     events.clear()
-    suite.paired_median_ms({"f": lambda: events.append("f")}, repeats=2, warmup=0)
+    measure.paired_median_ms({"f": lambda: events.append("f")}, repeats=2, warmup=0)
     assert events == ["f", "f"]
 
 
