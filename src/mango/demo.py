@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mango.demo_report import ATTENTION_OFF, MISSING_DEPTH, comparison, write_demo_report
 from mango.io import atomic_write_json
-from mango.models.missing import FILLS
 from mango.train.missing import MissingSetting
 from mango.train.run import build_config, evaluate, train
 
@@ -60,15 +60,6 @@ MODELS = {
     "transformer": ["model.fusion=transformer", "model.modalities=[rgb, depth]"],
     "rgb_only": ["model.fusion=single", "model.modalities=[rgb]"],
     "depth_only": ["model.fusion=single", "model.modalities=[depth]"],
-}
-#: the fusion checkpoint evaluated with its cross-modal attention switched off
-ATTENTION_OFF = "fusion_attention_off"
-#: the fusion checkpoint evaluated without depth: zero-filled, and imputed by its flow
-MISSING_DEPTH = {fill: f"fusion_missing_depth_{fill}" for fill in FILLS}
-#: shorter column titles in the prediction figure
-_LABELS = {
-    MISSING_DEPTH["zero"]: "no depth: zero fill",
-    MISSING_DEPTH["impute"]: "no depth: imputed",
 }
 #: the entries of metrics.json, in report order
 ENTRIES = (
@@ -137,34 +128,6 @@ def run_demo(
                 metrics[entry] = {k: scores[k] for k in _KEEP if k in scores}
     metrics = {name: metrics[name] for name in ENTRIES}
     atomic_write_json(out / "metrics.json", metrics)
-    from mango.demo_report import write_demo_report
-
     report = write_demo_report(out, metrics, seconds, health, quick)
     total = time.perf_counter() - started
-    return f"{_comparison(metrics)}; {total / 60:.1f} min. Report: {report}"
-
-
-def gap_closed(full: float, zero: float, impute: float) -> float:
-    """Share of the zero-fill gap that imputation closes, ``(impute − zero) / (full − zero)``.
-
-    Example:
-        >>> gap_closed(full=90.0, zero=50.0, impute=80.0)
-        0.75
-    """
-    return (impute - zero) / (full - zero) if full != zero else float("nan")
-
-
-def _comparison(metrics: dict[str, dict[str, Any]]) -> str:
-    """One sentence: every entry's test mIoU and the differences the demo is about."""
-    miou = {name: m["miou"] for name, m in metrics.items()}
-    best_single = max(miou["rgb_only"], miou["depth_only"])
-    listed = ", ".join(f"{name} {value:.1f}" for name, value in miou.items())
-    zero, impute = (miou[MISSING_DEPTH[fill]] for fill in FILLS)
-    return (
-        f"test mIoU: {listed}. Fusion vs concat {miou['fusion'] - miou['concat']:+.1f}, "
-        f"vs the matched transformer {miou['fusion'] - miou['transformer']:+.1f} (one seed), "
-        f"switching its attention off costs {miou['fusion'] - miou[ATTENTION_OFF]:.1f}, "
-        f"fusion vs the better single modality {miou['fusion'] - best_single:+.1f}; without "
-        f"depth, imputation closes {gap_closed(miou['fusion'], zero, impute):.0%} of the "
-        f"zero-fill gap and is {impute - miou['rgb_only']:+.1f} against the RGB-only model"
-    )
+    return f"{comparison(metrics)}; {total / 60:.1f} min. Report: {report}"
