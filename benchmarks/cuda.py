@@ -64,7 +64,7 @@ def _segmentation_step(
         torch.manual_seed(0)
         model = task.build_model(cfg).to(device).train()
         optimizer = build_optimizer(model, cfg)  # as in training
-        batch, (height, width) = cfg.trainer.batch_size, cfg.data.crop_size
+        batch, (height, width) = cfg.trainer.global_batch, cfg.data.crop_size
         channels = {"rgb": 3, "depth": 1}
         inputs = {
             m: torch.randn(batch, channels[m], height, width, device=device)
@@ -100,7 +100,7 @@ def nyudv2_step(
     result: dict[str, Any] = {
         "config": config.name,
         "shape": f"{cfg.model.encoder}, {cfg.data.crop_size[0]}x{cfg.data.crop_size[1]}, "
-        f"batch {cfg.trainer.batch_size}, {cfg.flow.blocks} flow blocks at stages "
+        f"batch {cfg.trainer.global_batch}, {cfg.flow.blocks} flow blocks at stages "
         f"{cfg.model.fuse_stages}, precision {cfg.trainer.precision}",
     }
     for name, saving in (("memory_saving", True), ("standard", False)):
@@ -156,10 +156,10 @@ def recipe_flows(
                 "tokens": list(flow.tokens),
                 "dim": flow.dim,
                 "blocks": cfg.flow.blocks,
-                "batch": cfg.trainer.batch_size,
+                "batch": cfg.trainer.global_batch,
                 "memory_saving": flow.memory_saving,
             }
-            make = _flow_step_builder(flow, cfg.trainer.batch_size, cfg.flow.detach_nll, device)
+            make = _flow_step_builder(flow, cfg.trainer.global_batch, cfg.flow.detach_nll, device)
             table.append({**entry, **measure(make, repeats, device)})
             flow.cpu()
     return table

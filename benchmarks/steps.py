@@ -144,7 +144,7 @@ def _task_step(
     from mango.train.module import build_optimizer
     from mango.train.run import build_config
 
-    task, cfg = build_config(config, "bench", [*overrides, f"trainer.batch_size={batch}"])
+    task, cfg = build_config(config, "bench", [*overrides, f"trainer.global_batch={batch}"])
     torch.manual_seed(0)
     model = task.build_model(cfg).to(device).train()
     optimizer = build_optimizer(model, cfg)  # as in training: fused AdamW, three groups
@@ -214,7 +214,7 @@ def demo_row(
 
     label, number, _ = BASELINES[baseline]
     extra = list(QUICK_OVERRIDES) if quick else []
-    batch = DEMO_CONFIG["trainer"]["batch_size"]
+    batch = DEMO_CONFIG["trainer"]["global_batch"]
     size = 48 if quick else DEMO_CONFIG["data"]["size"]
     flow = DEMO_CONFIG["flow"]
     return fusion_task_row(
@@ -243,7 +243,7 @@ def tensors_row(repeats: int, device: str = "cpu", baseline: str = "concat") -> 
 
     label, _, number = BASELINES[baseline]
     config = read_yaml(Path(__file__).resolve().parents[1] / "configs" / "tensors-smoke.yaml")
-    batch = config["trainer"]["batch_size"]
+    batch = config["trainer"]["global_batch"]
     with tempfile.TemporaryDirectory() as folder:
         root = write_tensors_fixture(folder, sizes=(2 * batch, batch, batch))
         config = {**config, "data": {**config.get("data", {}), "root": str(root)}}

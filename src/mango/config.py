@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mango.errors import ConfigError
 from mango.flows import PARTITIONS
@@ -119,10 +119,35 @@ class OptimSettings(Section):
     grad_clip: float | None = Field(1.0, gt=0)
 
 
+#: ``trainer.batch_size`` (per device) was replaced by ``trainer.global_batch``
+RENAMED_BATCH = (
+    "trainer.batch_size: replaced by trainer.global_batch, the samples of one optimizer step over "
+    "all devices (batch_size was per device: global_batch = batch_size × devices × num_nodes); "
+    "trainer.micro_batch caps the per-device forward (docs/reproduce.md)"
+)
+
+
 class TrainerSettings(Section):
-    max_steps: int = Field(1000, ge=1)
-    batch_size: int = Field(8, ge=1)
-    eval_batch_size: int | None = Field(None, ge=1)
+    """How training runs: steps, the global batch and its split, precision and devices.
+
+    The recipe's batch is global: ``global_batch`` samples per optimizer step whatever the number
+    of devices; :func:`mango.train.batch.plan_batch` splits it into devices × nodes × micro-batch
+    × gradient accumulation. ``max_steps``, the schedule and checkpoints count optimizer steps.
+    """
+
+    max_steps: int = Field(1000, ge=1, description="optimizer steps")
+    global_batch: int = Field(
+        8, ge=1, description="samples per optimizer step, over all devices, nodes and accumulation"
+    )
+    micro_batch: int | None = Field(
+        None,
+        ge=1,
+        description="largest per-device batch of one forward; None = global_batch / "
+        "(devices × num_nodes), no accumulation",
+    )
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="per-device batch of evaluation; None = the micro-batch"
+    )
     steps_per_checkpoint: int = Field(
         50, ge=1, description="checkpoint (and resume) interval in steps; also the logging 'epoch'"
     )
@@ -136,6 +161,22 @@ class TrainerSettings(Section):
     num_nodes: int = Field(1, ge=1)
     seed: int = 0
     compile: bool = False
+
+    @property
+    def eval_batch(self) -> int:
+        """Per-device batch of evaluation: ``eval_batch_size``, else the largest forward that
+        training allows (the per-device share of the global batch, capped by ``micro_batch``)."""
+        if self.eval_batch_size:
+            return self.eval_batch_size
+        share = max(1, self.global_batch // (self.devices * self.num_nodes))
+        return min(share, self.micro_batch or share)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "batch_size" in data:
+            raise ValueError(RENAMED_BATCH)
+        return data
 
 
 class RunConfig(Section):
@@ -210,7 +251,27 @@ def validate(config_class: type[RunConfig], raw: Mapping[str, Any], source: str)
         message = first["msg"]
         if first["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see the task's config reference)"
+        if first["type"] == "value_error" and str(first["ctx"]["error"]) == RENAMED_BATCH:
+            raise ConfigError(f"{source}: {RENAMED_BATCH}") from None
         raise ConfigError(f"{source}: field {field}: {message}") from None
+
+
+def upgrade_stored(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config stored by an earlier mango, in today's fields (a copy; ``raw`` is unchanged).
+
+    Checkpoints written before the global batch store ``trainer.batch_size`` per device; it
+    becomes ``global_batch = batch_size × devices × num_nodes`` with that micro-batch, the batch
+    they were trained at.
+    """
+    trainer = raw.get("trainer")
+    if not isinstance(trainer, dict) or "batch_size" not in trainer:
+        return raw
+    trainer = dict(trainer)
+    per_device = trainer.pop("batch_size")
+    world = int(trainer.get("devices", 1)) * int(trainer.get("num_nodes", 1))
+    trainer.setdefault("global_batch", per_device * world)
+    trainer.setdefault("micro_batch", per_device)
+    return {**raw, "trainer": trainer}
 
 
 def dump_yaml(config: RunConfig) -> str:

@@ -5,6 +5,11 @@ and its augmentation uses a generator seeded by that ``seed``. A training "epoch
 ``steps_per_checkpoint`` steps; Lightning calls ``set_epoch`` on the sampler, so a run resumed
 from the checkpoint written at the end of epoch ``e`` sees exactly the batches an uninterrupted
 run would have seen, on every rank.
+
+Optimizer step ``s`` uses the samples at global positions ``s·G … (s+1)·G − 1`` of that stream
+(``G`` = ``trainer.global_batch``) whatever the number of devices and the gradient accumulation
+(:mod:`mango.train.batch`): only which process and which micro-batch computes each sample
+changes with the hardware, so a run resumed on another device count keeps its data order.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from mango.config import RunConfig
 from mango.errors import ConfigError, DataError
 from mango.tasks.base import Sample, Task, Transform
+from mango.train.batch import BatchPlan
 from mango.train.missing import MissingSetting, ModalityDropout, with_missing
 
 
@@ -155,7 +161,7 @@ def eval_loader(
         dataset = wrap(dataset)
     return DataLoader(
         Reported(dataset) if reported else dataset,
-        batch_size=cfg.trainer.eval_batch_size or cfg.trainer.batch_size,
+        batch_size=cfg.trainer.eval_batch,
         sampler=ShardSampler(len(dataset), rank, world_size),
         num_workers=cfg.trainer.num_workers,
         collate_fn=collate if reported else None,
@@ -195,16 +201,17 @@ class MangoDataModule(pl.LightningDataModule):
                 dataset = with_missing(dataset, setting, self.modalities, order)
             except ConfigError as error:
                 raise ConfigError(str(error).replace("--missing:", "data.missing:", 1)) from None
+        plan = BatchPlan.of(cfg.trainer)
         sampler = SeededSampler(
             len(dataset),
-            cfg.trainer.steps_per_checkpoint * cfg.trainer.batch_size,
+            cfg.trainer.steps_per_checkpoint * plan.per_device,
             cfg.trainer.seed,
             rank,
             world,
         )
         return DataLoader(
             Reported(dataset),
-            batch_size=cfg.trainer.batch_size,
+            batch_size=plan.micro_batch,
             sampler=sampler,
             num_workers=cfg.trainer.num_workers,
             drop_last=True,

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 
 from mango.config import RunConfig, dump_yaml
 from mango.errors import DataError, MangoError
-from mango.flows import InvertibleCrossAttention, NonFiniteFlowError
+from mango.flows import ActNorm, InvertibleCrossAttention, NonFiniteFlowError
 from mango.tasks.base import Sample, Task
+from mango.train.batch import BatchPlan
 from mango.train.checkpoint import check_architecture, metadata
 from mango.train.data import DATA_FAILURE
 from mango.train.health import FlowHealthMonitor
@@ -161,6 +164,36 @@ class MangoModule(pl.LightningModule):
     def forward(self, batch: Sample) -> Any:
         return self.model(batch)
 
+    def on_train_start(self) -> None:
+        """Data-initialise the flows' ActNorms on the first optimizer step's whole batch.
+
+        ActNorm sets itself from the first batch it sees in training. Left to the first forward,
+        that would be the first micro-batch of each device, so gradient accumulation would change
+        the initial flow. Here each rank runs its share of the first global batch (the samples
+        of step 0, :mod:`mango.train.data`) through the model once, without gradients, and
+        ActNorm averages the moments over ranks: the initialisation depends on the global batch
+        only. Other buffers (BatchNorm statistics) are restored afterwards. Nothing happens when
+        the model is already initialised (a resumed run) or has no ActNorm.
+        """
+        waiting = [m for m in self.model.modules() if isinstance(m, ActNorm) and not m.initialized]
+        if not waiting:
+            return
+        loader = self.trainer.train_dataloader
+        sampler, plan = loader.sampler, BatchPlan.of(self.cfg.trainer)
+        sampler.set_epoch(self.global_step // self.cfg.trainer.steps_per_checkpoint)
+        keys = itertools.islice(iter(sampler), plan.per_device)
+        batch = loader.collate_fn([loader.dataset[key] for key in keys])
+        if first_failure(batch.get(DATA_FAILURE), self.device) is not None:
+            return  # every rank skips; the first step reports the unreadable sample
+        kept = {name: b.clone() for name, b in self.model.named_buffers()}
+        batch = move_data_to_device(batch, self.device)
+        with torch.no_grad(), self.trainer.precision_plugin.forward_context():
+            self.model(batch)
+        actnorm_buffers = {id(m.initialized) for m in waiting}
+        for name, buffer in self.model.named_buffers():
+            if id(buffer) not in actnorm_buffers:
+                buffer.copy_(kept[name])
+
     def on_train_epoch_start(self) -> None:
         # A training "epoch" is one checkpoint interval. Its data order and in-model randomness
         # (dropout) depend only on the interval index derived from the step count, so a run
@@ -276,7 +309,8 @@ class MangoModule(pl.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["mango"] = metadata(self.cfg.model_dump(mode="json"))
+        # .update: the run record (mango.train.record.RunRecord) is already in checkpoint["mango"]
+        checkpoint.setdefault("mango", {}).update(metadata(self.cfg.model_dump(mode="json")))
         checkpoint["mango"]["config_yaml"] = dump_yaml(self.cfg)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
