@@ -19,7 +19,7 @@ SMOKE = ROOT / "configs" / "synthetic-smoke.yaml"
 FAST = [
     *("--set", "trainer.max_steps=2", "--set", "trainer.steps_per_checkpoint=2"),
     *("--set", "data.train_scenes=8", "--set", "data.val_scenes=4"),
-    *("--set", "data.test_scenes=4", "--set", "trainer.batch_size=4"),
+    *("--set", "data.test_scenes=4", "--set", "trainer.global_batch=4"),
 ]
 ROWS = ["mango", "concat", "single_rgb", "coupling_only"]
 FLOW_KEYS = ("attention_effect", "round_trip_error", "bits_per_dim")
@@ -78,7 +78,7 @@ def test_flow_keys_are_numbers_with_a_flow_and_null_without(done: Path) -> None:
 def test_markdown_names_config_preset_budget_and_every_row(done: Path) -> None:
     text = (done / "ablation.md").read_text()
     assert str(SMOKE) in text.splitlines()[0] and "preset quick" in text.splitlines()[0]
-    assert "2 steps at batch size 4" in text
+    assert "2 steps at global batch 4" in text
     assert "Every row shares encoders, head, data and budget" in text
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[0].removeprefix("| ") for line in table[1:]] == ROWS
@@ -176,7 +176,7 @@ def test_rows_a_task_cannot_express_are_skipped_with_a_note() -> None:
         "overrides": [],
         "metric": "f1_micro",
         "split": "test",
-        "budget": {"max_steps": 1, "batch_size": 1, "seed": 0},
+        "budget": {"max_steps": 1, "global_batch": 1, "seed": 0},
         "rows": [],
         "skipped": notes,
     }
@@ -255,6 +255,11 @@ def test_seeds_train_every_row_once_each_and_pair_the_differences(
                 (out / "runs" / name / f"seed{seed}" / "config.yaml").read_text()
             )
             assert stored["trainer"]["seed"] == seed
+    # every run carries how it was made: its checkpoint's training record
+    assert [(r["record"]["seed"], r["record"]["global_batch"]) for r in summary["runs"]] == [
+        (s, 4) for _ in rows.split(",") for s in (3, 5)
+    ]
+    assert summary["record"]["torch"] and summary["record"]["wall_time_s"] > 0
     by_name = {r["name"]: r for r in summary["rows"]}
     mango, transformer = by_name["mango"], by_name["transformer"]
     assert mango["seeds"] == [3, 5] and mango["difference"] is None

@@ -11,7 +11,7 @@ from mango.demo_report import _missing_section
 TINY = [
     "trainer.max_steps=4",
     "trainer.steps_per_checkpoint=2",
-    "trainer.batch_size=4",
+    "trainer.global_batch=4",
     "data.train_scenes=16",
     "data.val_scenes=4",
     "data.test_scenes=4",
@@ -26,7 +26,12 @@ TINY = [
 def test_demo_writes_seven_entries_and_a_report(tmp_path):
     summary = run_demo(tmp_path, quick=True, progress=False, overrides=TINY)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert list(metrics) == list(ENTRIES)
+    assert list(metrics) == [*ENTRIES, "record"]
+    runs = metrics.pop("record")["runs"]  # how each model was made: its checkpoint's record
+    assert list(runs) == ["fusion", "concat", "transformer", "rgb_only", "depth_only"]
+    for record in runs.values():
+        assert record["global_batch"] == 4 and record["optimizer_steps"] == 4
+        assert record["samples_seen"] == 16
     for name, entry in metrics.items():
         assert 0 <= entry["miou"] <= 100 and set(entry) >= {"pixel_acc", "mean_acc"}, name
     for name in ("fusion", "fusion_attention_off"):

@@ -56,6 +56,7 @@ from mango.io import atomic_write_json, atomic_write_text
 from mango.models.fusion import ALIGNED_FUSIONS, BASELINE_FUSIONS, Fusion
 from mango.tasks.base import Task
 from mango.train.checkpoint import saved_step
+from mango.train.record import environment
 from mango.train.run import CHECKPOINT, build_config, evaluate, train
 
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -285,6 +286,7 @@ def _run_row(row: Row, where: str, data: Path | None, progress: bool) -> dict[st
         "fusion_parameters": row.fusion_parameters,
         "train_step_ms": 1000 * seconds / trained if trained else None,
         "status": "resumed" if resume else "trained",
+        "record": scores["record"]["training"],
     }
     atomic_write_json(finished, record)
     return record
@@ -380,7 +382,7 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# Ablation of `{summary['config']}` (task {summary['task']}, preset {summary['preset']})",
         "",
-        f"Budget: {budget['max_steps']} steps at batch size {budget['batch_size']}, "
+        f"Budget: {budget['max_steps']} steps at global batch {budget['global_batch']}, "
         f"seeds {', '.join(map(str, seeds))}, {sets}; metrics on the {summary['split']} split. "
         "Every row shares encoders, head, data and budget; only the row's overrides differ. "
         f"Mean ± sd over seeds; Δ vs {REFERENCE}: the mean paired difference (same seeds) with "
@@ -432,16 +434,19 @@ def run_ablation(
         "split": SPLIT,
         "budget": {
             "max_steps": first.max_steps,
-            "batch_size": first.batch_size,
+            "global_batch": first.global_batch,
             "seed": rows[0].seed,
         },
         "seeds": list(dict.fromkeys(row.seed for row in rows)),
         "rows": [],
         "runs": [],
         "skipped": notes,
+        "record": environment(),  # each run adds its checkpoint's training record
     }
+    began = time.perf_counter()
     for i, row in enumerate(rows, 1):
         summary["runs"].append(_run_row(row, f"{i}/{len(rows)}", data, progress))
+        summary["record"]["wall_time_s"] = round(time.perf_counter() - began, 1)
         summary["rows"] = summarise(summary["runs"])
         atomic_write_json(out / "ablation.json", summary)
         atomic_write_text(out / "ablation.md", markdown(summary))

@@ -124,7 +124,9 @@ def train(
         if value is not None:
             extra.append(f"trainer.{key}={value}")
     task, cfg = load_config(config, extra, data)
-    result = run_train(task, cfg, out, resume=resume, progress=_progress())
+    result = run_train(task, cfg, out, resume=resume, progress=_progress(), announce=True)
+    if result.rank != 0:
+        return  # one summary line per run, as one split line: rank 0 prints them
     summary = ", ".join(
         f"{k}={v:.2f}" for k, v in result.val_metrics.items() if isinstance(v, float)
     )
@@ -171,6 +173,30 @@ def evaluate(
         checkpoint, data, split, out, overrides, _progress(), ablate=ablate, missing=absent
     )
     typer.echo(json.dumps(results, indent=2))
+
+
+@app.command()
+def info(
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="A checkpoint written by mango train."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole record as JSON."),
+) -> None:
+    """How a checkpoint was made: global batch and its split, precision, seed, steps, samples,
+    wall time, devices, versions and git commit (one entry per restart when it was resumed)."""
+    from mango.train.checkpoint import read_checkpoint
+    from mango.train.record import describe
+
+    saved = read_checkpoint(checkpoint)
+    record = saved["mango"].get("record")
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    typer.echo(
+        f"checkpoint  {checkpoint} (task {saved['mango']['config'].get('task')}, "
+        f"step {saved.get('global_step')})"
+    )
+    typer.echo(describe(record))
 
 
 @app.command()

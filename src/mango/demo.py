@@ -42,7 +42,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "optim": {"lr": 2e-3, "head_lr_mult": 1.0, "warmup_steps": 20, "schedule": "cosine"},
     "trainer": {
         "max_steps": 400,
-        "batch_size": 16,
+        "global_batch": 16,
         "steps_per_checkpoint": 100,
         "log_every": 10,
         "accelerator": "cpu",
@@ -100,6 +100,7 @@ def run_demo(
     metrics: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
     health: dict[str, Any] = {}
+    records: dict[str, Any] = {}
     for name, model_overrides in MODELS.items():
         task, cfg = build_config(
             DEMO_CONFIG,
@@ -116,6 +117,7 @@ def run_demo(
         seconds[name] = time.perf_counter() - t0
         scores = evaluate(result.checkpoint, split="test", progress=progress)
         metrics[name] = {k: scores[k] for k in _KEEP if k in scores}
+        records[name] = scores["record"]["training"]
         if name == "fusion":
             health = scores["flow_health"]
             off = evaluate(result.checkpoint, split="test", progress=progress, ablate="attention")
@@ -127,7 +129,8 @@ def run_demo(
                 )
                 metrics[entry] = {k: scores[k] for k in _KEEP if k in scores}
     metrics = {name: metrics[name] for name in ENTRIES}
-    atomic_write_json(out / "metrics.json", metrics)
-    report = write_demo_report(out, metrics, seconds, health, quick)
     total = time.perf_counter() - started
+    record = {"quick": quick, "overrides": list(overrides), "wall_time_s": round(total, 1)}
+    atomic_write_json(out / "metrics.json", {**metrics, "record": {**record, "runs": records}})
+    report = write_demo_report(out, metrics, seconds, health, quick)
     return f"{comparison(metrics)}; {total / 60:.1f} min. Report: {report}"

@@ -67,7 +67,8 @@ def train_with_nan_on_rank_one(config: Path, out: Path) -> int:
 
 
 def bad_data_on_rank_one() -> None:
-    """Rank 1 only: the 17th training scene it loads (its third batch of 8: step 2) is unreadable."""
+    """Rank 1 only: the 13th training scene it loads is unreadable: its share of the global batch
+    is 4, loaded once to initialise ActNorm and then for steps 0, 1 and 2 (the third of these)."""
     from mango.data.synthetic import SyntheticScenes
     from mango.errors import DataError
 
@@ -77,7 +78,7 @@ def bad_data_on_rank_one() -> None:
     def getitem(self, index):
         if self.split == "train" and torch.distributed.get_rank() == 1:
             loads[0] += 1
-            if loads[0] == 17:
+            if loads[0] == 13:
                 raise DataError(f"scene {index}: unreadable (injected by the test)")
         return plain_getitem(self, index)
 

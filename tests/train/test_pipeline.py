@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import mango
 from mango.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +53,26 @@ def test_train_writes_checkpoint_config_logs_weights(trained):
     assert all(torch.equal(weights[k], state[k]) for k in weights)
 
 
+def test_the_checkpoint_records_how_it_was_made_and_info_prints_it(trained, capsys):
+    record = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)["mango"]["record"]
+    split = {
+        k: record[k] for k in ("global_batch", "devices", "nodes", "micro_batch", "accumulate")
+    }
+    assert split == {"global_batch": 8, "devices": 1, "nodes": 1, "micro_batch": 8, "accumulate": 1}
+    assert (record["optimizer_steps"], record["samples_seen"], record["seed"]) == (20, 160, 0)
+    assert record["precision"] == "32-true" and record["wall_time_s"] > 0
+    assert record["mango"] == mango.__version__ and record["torch"] == torch.__version__
+    assert record["commit"] is None or len(record["commit"]) == 40  # a checkout's, else none
+    assert len(record["starts"]) == 1 and record["starts"][0]["to_step"] == 20
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(trained / "checkpoints" / "last.ckpt")]) == 0
+    shown = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[1:])
+    assert shown["global_batch"] == "8" and shown["samples_seen"] == "160"
+    assert shown["precision"] == "32-true" and shown["torch"] == torch.__version__
+    assert main(["info", "--checkpoint", str(trained / "checkpoints" / "last.ckpt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == record
+
+
 def test_eval_and_predict(trained, tmp_path, capsys):
     out = tmp_path / "m.json"
     assert (
@@ -63,6 +84,14 @@ def test_eval_and_predict(trained, tmp_path, capsys):
     metrics = json.loads(out.read_text())
     assert {"miou", "pixel_acc", "mean_acc", "per_class_iou", "bits_per_dim"} <= metrics.keys()
     assert 0 <= metrics["miou"] <= 100 and metrics["samples"] == 8
+    assert metrics["protocol"]["name"] == "single-scale"
+    assert metrics["protocol"]["window"] == "whole image 32x32"
+    # the checkpoint's training record, copied, and the evaluation's own
+    stored = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)["mango"]
+    assert metrics["record"]["training"] == stored["record"]
+    evaluation = metrics["record"]["evaluation"]
+    assert evaluation["samples"] == 8 and evaluation["wall_time_s"] > 0
+    assert evaluation["torch"] == torch.__version__ and evaluation["device_names"]
     assert 0 < metrics["attention_effect"] < 1 and metrics["round_trip_error"] < 1e-5
     (flow,) = metrics["flow_health"].values()
     assert len(flow["layer_effects"]) == 2 * 8  # 2 blocks of 8 ICA layers

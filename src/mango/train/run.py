@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -17,12 +18,20 @@ import lightning.pytorch as pl
 import torch
 from tqdm import tqdm
 
-from mango.config import RunConfig, apply_overrides, dump_yaml, read_yaml, validate
+from mango.config import (
+    RunConfig,
+    apply_overrides,
+    dump_yaml,
+    read_yaml,
+    upgrade_stored,
+    validate,
+)
 from mango.errors import CheckpointError, ConfigError, Interrupted, MangoError
 from mango.flows import attention_disabled
 from mango.io import atomic_write_json, atomic_write_text
 from mango.models.missing import filling, flow_fusions
 from mango.tasks.base import Task, get_task
+from mango.train.batch import BatchPlan
 from mango.train.callbacks import SaveLast, StopOnSigint, TolerantCSVLogger, save_run
 from mango.train.checkpoint import (
     MangoCheckpointIO,
@@ -34,6 +43,7 @@ from mango.train.data import MangoDataModule, eval_loader
 from mango.train.health import FlowHealthMonitor
 from mango.train.missing import MissingSetting, with_missing
 from mango.train.module import MangoModule
+from mango.train.record import RunRecord, evaluation_record
 
 log = logging.getLogger(__name__)
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -69,6 +79,7 @@ class TrainResult:
     checkpoint: Path
     steps: int
     val_metrics: dict[str, Any]
+    rank: int = 0  # the process's global rank: in a DDP run every rank returns a result
 
 
 def _quiet_lightning() -> None:
@@ -91,8 +102,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     callbacks: Sequence[pl.Callback] = (),
+    announce: bool = False,
 ) -> TrainResult:
-    """Train ``cfg`` into ``out_dir`` (``checkpoints/last.ckpt``, ``config.yaml``, logs, weights)."""
+    """Train ``cfg`` into ``out_dir`` (``checkpoints/last.ckpt``, ``config.yaml``, logs, weights).
+
+    ``announce``: print the split of the global batch on stdout when training starts (``mango
+    train`` does; the demo and ``mango ablate`` have their own progress lines)."""
     _quiet_lightning()
     out_dir = Path(out_dir)
     checkpoint = out_dir / CHECKPOINT
@@ -103,11 +118,15 @@ def train(
         )
     if resume and not checkpoint.exists():
         raise CheckpointError(f"{checkpoint}: nothing to resume (no checkpoint in {out_dir})")
+    plan = BatchPlan.of(cfg.trainer)  # a global batch the devices cannot share fails here
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)  # also seeds the model init
     module = MangoModule(task, cfg)
+    previous = None
     if resume:
         saved = read_checkpoint(checkpoint)
         check_architecture(saved["state_dict"], module.state_dict(), checkpoint)
+        previous = saved["mango"].get("record")
+        check_same_recipe(saved, cfg, checkpoint)
     created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
     config_yaml = dump_yaml(cfg)
@@ -132,10 +151,12 @@ def train(
             pl.loggers.TensorBoardLogger(out_dir, name="logs", version=log_version),
         ],
         callbacks=[
+            RunRecord(cfg, previous, announce),
             stopper,
             SaveLast(io, checkpoint, weights, config_yaml, stopper),
             *callbacks,
         ],
+        accumulate_grad_batches=plan.accumulate,
         enable_checkpointing=False,
         plugins=[io],
         check_val_every_n_epoch=t.val_every,
@@ -147,6 +168,10 @@ def train(
         deterministic="warn" if t.accelerator in ("cpu", "auto") else False,
         use_distributed_sampler=False,
     )
+    if t.precision == "64-true":
+        # Lightning restores a checkpoint before it converts the module to float64: loaded into a
+        # float32 module, the saved float64 weights would be rounded and a resume would not match
+        module.double()
     if t.compile:
         module.model.compile()  # in place: the state dict keeps its keys
     try:
@@ -176,7 +201,7 @@ def train(
         raise Interrupted(
             f"training stopped at step {trainer.global_step}; {kept}; continue with --resume"
         )
-    return TrainResult(checkpoint, trainer.global_step, dict(module.last_val))
+    return TrainResult(checkpoint, trainer.global_step, dict(module.last_val), trainer.global_rank)
 
 
 def metrics_logs(run_dir: str | Path) -> list[Path]:
@@ -185,13 +210,33 @@ def metrics_logs(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.parent.name.removeprefix("version_")))
 
 
-def load_trained(
-    checkpoint: str | Path, data_dir: str | Path | None = None, overrides: Sequence[str] = ()
+def check_same_recipe(saved: dict[str, Any], cfg: RunConfig, checkpoint: str | Path) -> None:
+    """A resumed run keeps the global batch of its checkpoint (devices and micro-batch may change).
+
+    The global batch, unlike its split, changes what an optimizer step averages, so resuming at
+    another one would mix two recipes in one run: a one-line :class:`ConfigError`."""
+    stored = upgrade_stored(saved["mango"]["config"]).get("trainer", {})
+    before = stored.get("global_batch", cfg.trainer.global_batch)
+    if before != cfg.trainer.global_batch:
+        raise ConfigError(
+            f"trainer.global_batch: {checkpoint} was trained at a global batch of {before}, "
+            f"not {cfg.trainer.global_batch}; resume at {before} (only devices and "
+            "trainer.micro_batch may change) or start a new run"
+        )
+
+
+def model_from(
+    saved: dict[str, Any],
+    checkpoint: str | Path,
+    data_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> tuple[Task, RunConfig, torch.nn.Module]:
-    """Rebuild the model stored in a checkpoint (config from the checkpoint, ``--data`` applied)."""
-    saved = read_checkpoint(checkpoint)
+    """Rebuild the model of a read checkpoint ``saved`` (its stored config, ``--data`` applied)."""
     task, cfg = build_config(
-        saved["mango"]["config"], f"{checkpoint} (stored config)", overrides, data_dir
+        upgrade_stored(saved["mango"]["config"]),
+        f"{checkpoint} (stored config)",
+        overrides,
+        data_dir,
     )
     model = task.build_model(cfg)
     state = {
@@ -202,6 +247,13 @@ def load_trained(
     check_architecture(state, model.state_dict(), checkpoint)
     model.load_state_dict(state)
     return task, cfg, model.eval()
+
+
+def load_trained(
+    checkpoint: str | Path, data_dir: str | Path | None = None, overrides: Sequence[str] = ()
+) -> tuple[Task, RunConfig, torch.nn.Module]:
+    """Rebuild the model stored in a checkpoint (config from the checkpoint, ``--data`` applied)."""
+    return model_from(read_checkpoint(checkpoint), checkpoint, data_dir, overrides)
 
 
 def _device() -> torch.device:
@@ -222,13 +274,17 @@ def evaluate(
     """Metrics of a checkpoint on ``split``; written to ``out`` as JSON when given.
 
     Models with a flow add its health (:class:`~mango.train.health.FlowHealthMonitor`).
+    ``record`` holds the checkpoint's training record and one of this evaluation
+    (:mod:`mango.train.record`).
     ``ablate="attention"`` evaluates with every flow's cross-token attention switched off.
     ``missing`` makes modalities absent (zero-filled, or imputed by the flow); the setting and,
     for imputation, its cost and likelihoods are added to the results.
     """
     if ablate not in (None, *ABLATIONS):
         raise ConfigError(f"--ablate: expected one of {', '.join(ABLATIONS)}, got {ablate!r}")
-    task, cfg, model = load_trained(checkpoint, data_dir, overrides)
+    began = time.perf_counter()
+    saved = read_checkpoint(checkpoint)
+    task, cfg, model = model_from(saved, checkpoint, data_dir, overrides)
     wrap = _missing_wrap(task, cfg, split, model, missing, checkpoint)
     device = _device()
     model.to(device)
@@ -261,6 +317,10 @@ def evaluate(
     results["split"] = split
     results["checkpoint"] = str(checkpoint)
     results["samples"] = len(loader.dataset)
+    results["record"] = {
+        "training": saved["mango"].get("record"),
+        "evaluation": evaluation_record(device, time.perf_counter() - began, results["samples"]),
+    }
     if out is not None:
         atomic_write_json(out, results)
     return results

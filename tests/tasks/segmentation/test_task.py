@@ -41,6 +41,8 @@ def test_train_eval_predict_round(layout, tmp_path):
     assert main(["eval", *args, "--split", "test", "--out", str(metrics_path)]) == 0
     metrics = json.loads(metrics_path.read_text())
     assert {"pixel_acc", "mean_acc", "miou", "per_class_iou"} <= metrics.keys()
+    assert metrics["protocol"]["name"] == "single-scale"
+    assert metrics["protocol"]["window"] == "sliding 64x64, stride 0.667 of the window"
     assert all(0 <= metrics[k] <= 100 for k in ("pixel_acc", "mean_acc", "miou"))
     stored = torch.load(checkpoint, weights_only=True)["mango"]["config"]
     assert stored["data"]["depth"]["layout"] == layout  # the depth normalisation is recorded
@@ -57,7 +59,9 @@ def test_multiscale_flip_eval_records_and_runs(tmp_path):
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out)]
     assert main(["eval", *args, *overrides]) == 0
     metrics = json.loads(out.read_text())
-    assert metrics["eval_scales"] == [0.75, 1.0, 1.25] and metrics["eval_flip"] is True
+    protocol = metrics["protocol"]
+    assert protocol["name"] == "multi-scale (0.75, 1, 1.25) + flip"
+    assert protocol["scales"] == [0.75, 1.0, 1.25] and protocol["flip"] is True
 
 
 def test_data_check_cli_names_each_bad_file(tmp_path, capsys):

@@ -183,7 +183,7 @@ class MMIMDbTask(Task):
             return cfg
         dev, transform = self.dataset(cfg, "val"), self.transform(cfg, train=False)
         device = next(model.parameters()).device
-        size = cfg.trainer.eval_batch_size or cfg.trainer.batch_size
+        size = cfg.trainer.eval_batch
         probs, targets = [], []
         for start in range(0, len(dev), size):
             items = [transform(dev[i], None) for i in range(start, min(start + size, len(dev)))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,6 +128,23 @@ class _SegmentationTask(Task):
         return written
 
 
+def protocol(scales: Sequence[float], flip: bool, window: str, **details: Any) -> dict[str, Any]:
+    """``{"protocol": ...}``: how a segmentation result was evaluated, named as the peers name it.
+
+    Example:
+        >>> protocol([0.75, 1.0, 1.25], True, "whole image")["protocol"]["name"]
+        'multi-scale (0.75, 1, 1.25) + flip'
+    """
+    scales = list(scales)
+    name = (
+        "single-scale"
+        if scales == [1.0]
+        else f"multi-scale ({', '.join(f'{s:g}' for s in scales)})"
+    )
+    name += " + flip" if flip else ""
+    return {"protocol": {"name": name, "window": window, "scales": scales, "flip": flip, **details}}
+
+
 # --------------------------------------------------------------------------- synthetic
 
 
@@ -178,6 +196,10 @@ class SyntheticTask(_SegmentationTask):
 
     def build_model(self, cfg: Any) -> nn.Module:
         return _build_model(cfg, len(self.class_names(cfg)), (cfg.data.size, cfg.data.size))
+
+    def eval_settings(self, cfg: Any) -> dict[str, Any]:
+        """A scene is the model's size: one forward on the whole scene, one scale, no flip."""
+        return protocol([1.0], False, f"whole image {cfg.data.size}x{cfg.data.size}")
 
     def dataset(self, cfg: Any, split: str) -> Any:
         from mango.data.synthetic import SyntheticScenes
@@ -334,14 +356,18 @@ class _RGBDTask(_SegmentationTask):
         return SegmentationOutput(logits, torch.stack(bits).mean(0) if bits else None)
 
     def eval_settings(self, cfg: Any) -> dict[str, Any]:
+        """The protocol beside the numbers: sliding windows of the training crop, the scales,
+        the flip and any resize of the images (docs/reproduce.md maps it to the peers')."""
         d = cfg.data
-        return {
-            "eval_scales": list(d.eval_scales),
-            "eval_flip": d.eval_flip,
-            "eval_stride": d.eval_stride,
-            "eval_size": list(d.eval_size) if d.eval_size else None,
-            "crop_size": list(d.crop_size),
-        }
+        height, width = d.crop_size
+        return protocol(
+            d.eval_scales,
+            d.eval_flip,
+            f"sliding {height}x{width}, stride {d.eval_stride:.3g} of the window",
+            stride=d.eval_stride,
+            crop_size=list(d.crop_size),
+            eval_size=list(d.eval_size) if d.eval_size else None,
+        )
 
     def check_data(self, root: Path) -> CheckReport:
         from mango.tasks.segmentation.check import check_segmentation
