@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/mango demo --out demo-out
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests tools
 	$(BIN)/pytest
 
 # On a machine with a CUDA GPU: the tests marked gpu and `mango bench --device cuda`, both written to
@@ -31,4 +31,4 @@ test: $(STAMP)
 # package runs from src/.
 GPU_PYTHON ?=
 gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
-	$(if $(GPU_PYTHON),PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON),$(BIN)/python) -m mango.gpu_check --out gpu-check.json
+	$(if $(GPU_PYTHON),PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON),$(BIN)/python) tools/gpu_check.py --out gpu-check.json

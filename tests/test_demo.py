@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mango.demo import ENTRIES, MISSING_DEPTH, run_demo
-from mango.demo_report import _missing_section
+from mango.demo.report import _missing_section
+from mango.demo.run import run_demo
+from mango.demo.spec import ENTRIES, MISSING_DEPTH
 
 TINY = [
     "trainer.max_steps=4",
@@ -65,7 +66,7 @@ def test_missing_section_states_the_rgb_alone_bound():
 def test_the_shipped_demo_config_is_the_demo_s_own() -> None:
     """configs/demo.yaml (the README's ablation command) trains what `mango demo` trains."""
     from mango.config import dump_yaml, read_yaml
-    from mango.demo import DEMO_CONFIG, MODELS
+    from mango.demo.spec import DEMO_CONFIG, MODELS
     from mango.train.run import build_config
 
     shipped = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"

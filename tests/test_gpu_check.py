@@ -1,7 +1,8 @@
-"""``make gpu-check``: without a GPU one line and exit 0; with one (faked here) one JSON file."""
+"""``make gpu-check`` (``tools/gpu_check.py``): without a GPU one line and exit 0; with one (faked here) one JSON file."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -12,7 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mango import gpu_check
+ROOT = Path(__file__).resolve().parents[1]
+_SPEC = importlib.util.spec_from_file_location("gpu_check", ROOT / "tools" / "gpu_check.py")
+assert _SPEC is not None and _SPEC.loader is not None
+gpu_check = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(gpu_check)
 
 
 def test_without_a_gpu_it_says_so_and_exits_0(
@@ -108,7 +113,7 @@ def test_the_gpu_tests_skip_here_with_their_reasons(tmp_path: Path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU this would run the whole check")
 def test_make_gpu_check_with_gpu_python_builds_no_venv() -> None:
     """``make gpu-check GPU_PYTHON=...`` runs that Python on ``src/`` without building ``.venv``."""
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     python = f"GPU_PYTHON={sys.executable}"
     # under `make test` the outer make's settings would make this one print its directory
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
@@ -117,7 +122,7 @@ def test_make_gpu_check_with_gpu_python_builds_no_venv() -> None:
         [*make, "-n", "gpu-check", python], cwd=root, env=env, capture_output=True, text=True
     )
     assert dry.stdout.splitlines() == [
-        f"PYTHONPATH=src${{PYTHONPATH:+:$PYTHONPATH}} {sys.executable} -m mango.gpu_check "
+        f"PYTHONPATH=src${{PYTHONPATH:+:$PYTHONPATH}} {sys.executable} tools/gpu_check.py "
         "--out gpu-check.json"
     ]
     done = subprocess.run(

@@ -14,7 +14,7 @@ import torch
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mango"
 #: the one module that unpickles, with an unpickler admitting only numpy arrays and plain data
-RESTRICTED_UNPICKLER = SRC / "tasks" / "classification" / "metadata.py"
+RESTRICTED_UNPICKLER = SRC / "tasks" / "mmimdb" / "metadata.py"
 
 
 def test_the_payload_runs_when_a_file_is_unpickled_unsafely(payload, tmp_path):

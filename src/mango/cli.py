@@ -268,7 +268,7 @@ def demo(
     ),
 ) -> None:
     """Train fusion, RGB-only and depth-only models on synthetic RGB-D scenes; write a report."""
-    from mango.demo import run_demo
+    from mango.demo.run import run_demo
 
     result = run_demo(out, quick=quick, progress=_progress())
     typer.echo(result)
@@ -331,9 +331,9 @@ def bench(
     ),
 ) -> None:
     """Speed and memory ratios of MANGO against baselines measured in the same run."""
-    from mango.bench import run_bench
+    from mango.bench.suite import run
 
-    run_bench(out, quick=quick, compile=compile, device=device)
+    run(out, quick=quick, compile=compile, device=device)
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:

@@ -117,8 +117,8 @@ def test_lica_effect_is_measured_in_the_mixed_order():
     layer = _signed(tokens=(5, 4), partition="lica", variant=1)
     x = torch.randn(2, 9, 4, dtype=torch.float64)
     mixed = layer.mixing(x)[0]
-    attended = layer._forward_mixed(mixed)[0]
-    expected = (attended - mixed)[:, layer.idx2].square().sum((1, 2))
+    x1, x2 = mixed[:, layer.idx1], mixed[:, layer.idx2]
+    expected = (layer.dense_forward(x1, x2)[0] - x2).square().sum((1, 2))
     change, norm = layer.effect_terms(x, layer(x)[0])
     assert torch.allclose(change, expected) and (change > 0).all()
     assert torch.allclose(norm, mixed[:, layer.idx2].square().sum((1, 2)))

@@ -1,4 +1,4 @@
-"""The fused-kernel dispatch of ``mango.flows.fused``, and the CUDA kernel's plumbing on the CPU.
+"""The lse kernel dispatch of ``mango.flows.kernels.lse``, and the CUDA kernel's plumbing on the CPU.
 
 The CUDA kernel itself only runs on a GPU (``tests/gpu``). Here: which kernel each device and
 dtype gets, the fallback to the dense path, the CUDA calls against this PyTorch's operator
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from mango.flows import InvertibleCrossAttention
-from mango.flows import fused as fused_module
-from mango.flows.fused import (
+from mango.flows.kernels import lse as fused_module
+from mango.flows.kernels.lse import (
     CPU_FLASH,
     CUDA_EFFICIENT,
     FusedKernel,

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import mango.flows
-from mango.flows import InvertibleCrossAttention, partition_indices
-from mango.flows.block import MangoFlow
+from mango.flows import InvertibleCrossAttention, MangoFlow, partition_indices
 
 PAPER_TABLE = {  # docs/design.md, tokens a = 0..3, b = 4..7
     ("mmca", 1): ([0, 1, 2, 3], [4, 5, 6, 7]),
@@ -125,7 +124,7 @@ def test_autocast_keeps_flow_math_in_float32():
 
 def test_flows_never_use_dense_determinants_or_inverses():
     source = pathlib.Path(mango.flows.__file__).parent
-    code = "\n".join(p.read_text() for p in source.glob("*.py"))
+    code = "\n".join(p.read_text() for p in source.rglob("*.py"))
     code = re.sub(r'""".*?"""', "", code, flags=re.S)
     assert not re.search(r"slogdet|pinv|linalg\.inv\b|\.det\(|torch\.inverse", code)
 
@@ -142,7 +141,7 @@ def test_fused_forward_and_gradients_equal_dense(
     signed form's one-node pass with its hand-written backward, and its shifted causal
     attention used for long sequences) match autograd on the dense matrix A."""
     if attention == "signed-flash":
-        monkeypatch.setattr("mango.flows.attention.DENSE_MAX_TOKENS", 0)
+        monkeypatch.setattr("mango.flows.kernels.DENSE_MAX_TOKENS", 0)
         attention = "signed"
     torch.manual_seed(0)
     dense = InvertibleCrossAttention(

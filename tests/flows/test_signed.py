@@ -1,4 +1,4 @@
-"""The signed form's one-node pass (mango.flows.signed) against layer-by-layer autograd."""
+"""The signed form's one-node pass (mango.flows.kernels.signed) against layer-by-layer autograd."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import copy
 import pytest
 import torch
 
-from mango.flows import InvertibleCrossAttention, MangoBlock, MangoFlow
-from mango.flows.block import _folds
+from mango.flows import FoldedNormAttention, InvertibleCrossAttention, MangoBlock, MangoFlow
 
 
 def _perturbed(module, seed=0):
@@ -41,11 +40,10 @@ def test_folded_block_equals_layer_by_layer(tokens):
     """ActNorm -> signed ICA pairs folded into one node: same output, log-det and gradients."""
     torch.manual_seed(0)
     block = _perturbed(MangoBlock(3, tokens, coupling_hidden=8).double().eval())
-    layers = list(block)
-    assert sum(_folds(a, b) for a, b in zip(layers, layers[1:], strict=False)) == 8 + (
+    x = torch.randn(2, sum(tokens), 3, dtype=torch.float64)
+    assert sum(isinstance(s, FoldedNormAttention) and s.applies(x) for s in block.steps) == 8 + (
         len(tokens) > 2
     )
-    x = torch.randn(2, sum(tokens), 3, dtype=torch.float64)
     (y, ld, gx, gp), (y_r, ld_r, gx_r, gp_r) = (
         _outputs_and_grads(m, x) for m in (block, _unfused(block))
     )
@@ -57,9 +55,10 @@ def test_folded_block_equals_layer_by_layer(tokens):
 
 def test_unfolded_while_actnorm_initialises_or_hooks_watch():
     block = MangoBlock(3, (4, 4), coupling_hidden=8).train()
-    assert not _folds(block.layers[0], block.layers[1])  # data-dependent init first
-    block(torch.randn(2, 8, 3))
-    assert _folds(block.layers[0], block.layers[1])
+    x = torch.randn(2, 8, 3)
+    assert not block.steps[0].applies(x)  # data-dependent init first
+    block(x)
+    assert block.steps[0].applies(x)
     seen = []
     handle = block.layers[1].register_forward_hook(lambda *args: seen.append(1))
     block(torch.randn(2, 8, 3))
@@ -87,7 +86,8 @@ def test_flow_detached_density_gradients_equal_unfused():
 @pytest.mark.parametrize("l2,block", [(1, 4), (7, 3), (64, 64), (100, 32), (130, 1), (130, 200)])
 def test_blocked_solve_equals_the_dense_solve(l2, block):
     """signed_solve against ``A = I + βN`` built whole and one triangular solve, in float64."""
-    from mango.flows.signed import signed_mask, signed_probabilities, signed_solve
+    from mango.flows.kernels.signed import signed_mask, signed_probabilities
+    from mango.flows.kernels.solve import signed_solve
 
     gen = torch.Generator().manual_seed(l2)
     q, k = (2 * torch.randn(3, l2, 5, generator=gen, dtype=torch.float64) for _ in range(2))
@@ -104,9 +104,9 @@ def test_blocked_solve_equals_the_dense_solve(l2, block):
 @pytest.mark.parametrize("partition", ["mmca", "imca", "lica"])
 def test_inverse_without_grad_equals_the_dense_inverse_with_grad(partition, monkeypatch):
     """The no-grad inverse (blocks of rows) and the autograd one (dense A) agree, past one block."""
-    import mango.flows.signed as signed
+    from mango.flows.kernels.solve import signed_solve
 
-    monkeypatch.setattr(signed.signed_solve, "__defaults__", (16,))
+    monkeypatch.setattr(signed_solve, "__defaults__", (16,))
     layer = _perturbed(InvertibleCrossAttention(6, (40, 50), partition, 2)).double()
     x = torch.randn(2, 90, 6, dtype=torch.float64)
     y, _ = layer(x)

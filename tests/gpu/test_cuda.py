@@ -1,8 +1,8 @@
 """GPU checks of the flows (``make gpu-check``): skipped with a one-line reason without CUDA.
 
-The fused CUDA kernel (``mango.flows.fused.CUDA_EFFICIENT``) against the dense softmax in outputs,
-``lse`` and every gradient, and every ICA form on CUDA against its dense path; a 12-block round
-trip and memory-saving gradients.
+The fused CUDA kernel (``mango.flows.kernels.lse.CUDA_EFFICIENT``) against the dense softmax in
+outputs, ``lse`` and every gradient, and every ICA form on CUDA against its dense path; a 12-block
+round trip and memory-saving gradients.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import math
 import pytest
 import torch
 
-from mango.flows import InvertibleCrossAttention, MangoFlow
-from mango.flows import fused as fused_module
-from mango.flows.attention import ATTENTION_FORMS
-from mango.flows.fused import CUDA_EFFICIENT, causal_attention, select_kernel
+from mango.flows import ATTENTION_FORMS, InvertibleCrossAttention, MangoFlow
+from mango.flows.kernels import lse as fused_module
+from mango.flows.kernels.lse import CUDA_EFFICIENT, causal_attention, select_kernel
 
 pytestmark = [
     pytest.mark.gpu,

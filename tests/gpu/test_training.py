@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from mango.cli import main
-from mango.tasks.classification.fixtures import write_mmimdb_hdf5_fixture
-from mango.tasks.segmentation.fixtures import write_nyudv2_fixture, write_sunrgbd_fixture
-from mango.tasks.tensors.fixtures import write_tensors_fixture
-from mango.tasks.translation.fixtures import write_taskonomy_fixture
+from mango.testing.mmimdb import write_mmimdb_hdf5_fixture
+from mango.testing.rgbd import write_nyudv2_fixture, write_sunrgbd_fixture
+from mango.testing.taskonomy import write_taskonomy_fixture
+from mango.testing.tensors import write_tensors_fixture
 
 pytestmark = [
     pytest.mark.gpu,

@@ -18,10 +18,10 @@ import pytest
 
 from mango.cli import main
 from mango.models.fusion import ALIGNED_FUSIONS, BASELINE_FUSIONS
-from mango.tasks.classification.fixtures import write_mmimdb_hdf5_fixture
-from mango.tasks.segmentation.fixtures import write_nyudv2_fixture, write_sunrgbd_fixture
-from mango.tasks.tensors.fixtures import write_tensors_fixture
-from mango.tasks.translation.fixtures import write_taskonomy_fixture
+from mango.testing.mmimdb import write_mmimdb_hdf5_fixture
+from mango.testing.rgbd import write_nyudv2_fixture, write_sunrgbd_fixture
+from mango.testing.taskonomy import write_taskonomy_fixture
+from mango.testing.tensors import write_tensors_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 #: each smoke config's data: a fixture writer, or None (the built-in synthetic scenes)

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from mango.errors import ConfigError
-from mango.tasks.tensors.fixtures import write_tensors_fixture
+from mango.testing.tensors import write_tensors_fixture
 from mango.train.checkpoint import read_checkpoint
 from mango.train.run import CHECKPOINT, load_config, train
 

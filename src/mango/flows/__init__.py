@@ -4,12 +4,15 @@ Direction: forward = data -> latent. Tokens are ``(B, L, D)``; ``logdet`` is ``(
 """
 
 from mango.flows.actnorm import ActNorm
-from mango.flows.attention import ATTENTION_FORMS, InvertibleCrossAttention
 from mango.flows.base import FlowLayer, SequentialFlow
 from mango.flows.block import AttentionMap, MangoBlock, MangoFlow, NonFiniteFlowError
 from mango.flows.coupling import CONDITIONERS, AffineCoupling, AttentionConditioner
+from mango.flows.cross_attention import ATTENTION_FORMS, InvertibleCrossAttention
+from mango.flows.folded import FoldedNormAttention
 from mango.flows.health import HealthTerms, attention_disabled, health_terms
 from mango.flows.partitions import PARTITIONS, num_variants, partition_indices
+from mango.flows.signed_attention import SignedCrossAttention
+from mango.flows.softmax_attention import SoftmaxCrossAttention
 from mango.flows.token_mixing import LUTokenMixing
 
 __all__ = [
@@ -21,6 +24,7 @@ __all__ = [
     "AttentionConditioner",
     "AttentionMap",
     "FlowLayer",
+    "FoldedNormAttention",
     "HealthTerms",
     "InvertibleCrossAttention",
     "LUTokenMixing",
@@ -28,6 +32,8 @@ __all__ = [
     "MangoFlow",
     "NonFiniteFlowError",
     "SequentialFlow",
+    "SignedCrossAttention",
+    "SoftmaxCrossAttention",
     "attention_disabled",
     "health_terms",
     "num_variants",

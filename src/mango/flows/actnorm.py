@@ -25,6 +25,10 @@ class ActNorm(FlowLayer):
     ``torch.distributed``). The ``initialized`` buffer is part of the state dict, so a model loaded
     with ``load_state_dict`` is never re-initialised.
 
+    Args:
+        dim: channels ``D``.
+        eps: added to the standard deviation of the initialising batch.
+
     References:
         Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions" (arXiv 1807.03039).
 
@@ -45,6 +49,12 @@ class ActNorm(FlowLayer):
         # A Python mirror of the buffer: checking it needs no device sync and lets torch.compile
         # trace the layer without a graph break. Kept equal to the buffer by _initialize and loads.
         self._ready = False
+
+    @property
+    def needs_initialization(self) -> bool:
+        """Whether the next forward call sets the parameters from its batch (training mode and
+        not yet initialised); read without a device sync."""
+        return self.training and not self._ready
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
@@ -68,7 +78,7 @@ class ActNorm(FlowLayer):
         self._ready = bool(self.initialized)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.training and not self._ready:
+        if self.needs_initialization:
             self._initialize(x)
         log_scale = self.log_scale.to(x.dtype)
         y = x * log_scale.exp() + self.bias.to(x.dtype)

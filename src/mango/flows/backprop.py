@@ -30,8 +30,9 @@ def input_gradients_only() -> bool:
     """Whether the backward now running wants input gradients only (see below).
 
     True inside the input-only product ``Jᵀ g`` of the detached-NLL passes, where any parameter
-    gradient is discarded: hand-written backwards (:mod:`mango.flows.signed`) may skip them. It
-    is thread-local, and a backward that does not look just computes what autograd discards.
+    gradient is discarded: hand-written backwards (:mod:`mango.flows.kernels.signed`) may skip
+    them. It is thread-local, and a backward that does not look just computes what autograd
+    discards.
     """
     return getattr(_STATE, "input_only", False)
 

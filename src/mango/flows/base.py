@@ -70,6 +70,11 @@ class FlowLayer(nn.Module, ABC):
     length: int | None = None
     dim: int | None = None
 
+    @property
+    def hooked(self) -> bool:
+        """Whether forward (pre-)hooks watch this layer: a fused computation must not skip it."""
+        return bool(self._forward_hooks or self._forward_pre_hooks)
+
     @abstractmethod
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Data -> latent on validated float32/float64 input."""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from mango.flows.actnorm import ActNorm
-from mango.flows.attention import InvertibleCrossAttention, ica_layers
 from mango.flows.backprop import (
     detached_density_pass,
     invertible_backprop,
@@ -18,8 +18,9 @@ from mango.flows.backprop import (
 )
 from mango.flows.base import FlowLayer, SequentialFlow, check_tokens, flow_dtype
 from mango.flows.coupling import AffineCoupling
+from mango.flows.cross_attention import InvertibleCrossAttention, ica_layers
+from mango.flows.folded import FoldedNormAttention, fold_pairs
 from mango.flows.partitions import PARTITIONS, validate_tokens
-from mango.flows.signed import signed_layer
 
 
 class NonFiniteFlowError(ValueError):
@@ -43,15 +44,36 @@ class MangoBlock(SequentialFlow):
     ActNorm→LICA v1, ActNorm→LICA v2, AffineCoupling (the paper's 2 + 4 + 2 ICA layers). For ``M``
     modalities MMCA has ``M`` variants. ``partitions`` selects a subset for ablations; an empty
     ``partitions`` gives a coupling-only block (ActNorm→AffineCoupling, the ablation "ICA replaced
-    by coupling"). ``attention`` and ``strength_bound`` set the ICA form
-    (:class:`InvertibleCrossAttention`), ``coupling`` the coupling's conditioner
-    (:class:`AffineCoupling`). The block's log-det is the sum of its layers'
-    (:class:`SequentialFlow`).
+    by coupling"). Each ``ActNorm -> signed ICA`` pair is built into a
+    :class:`~mango.flows.folded.FoldedNormAttention` step (``steps``), which runs it as one node.
+
+    .. math::
+
+        f = c \circ \mathrm{ICA}_K \circ \mathrm{AN}_K \circ \dots \circ \mathrm{ICA}_1
+            \circ \mathrm{AN}_1, \qquad
+        \log|\det J_f| = \sum_k \log|\det J_{\mathrm{AN}_k}| + \log|\det J_{\mathrm{ICA}_k}|
+            + \log|\det J_c|.
+
+    Args:
+        dim: channels ``D`` per token.
+        tokens: token counts ``(L_1, ..., L_M)`` of the modalities.
+        partitions: which of ``("mmca", "imca", "lica")`` to use (every variant of each).
+        attention: the ICA form (:data:`~mango.flows.ATTENTION_FORMS`).
+        coupling_hidden: hidden width of the coupling's conditioner.
+        swap: whether the coupling transforms the first channel half instead of the second.
+        coupling: the coupling's conditioner (:class:`AffineCoupling`).
+        strength_bound: ``β_max`` of the signed form.
+
+    References:
+        Truong et al., "MANGO: Multimodal Attention-based Normalizing Flow Approach to Fusion
+        Learning", NeurIPS 2025 (arXiv 2508.10133).
 
     Example:
         >>> block = MangoBlock(dim=8, tokens=(4, 4))
         >>> [type(layer).__name__ for layer in block][:4]
-        ['ActNorm', 'InvertibleCrossAttention', 'ActNorm', 'InvertibleCrossAttention']
+        ['ActNorm', 'SignedCrossAttention', 'ActNorm', 'SignedCrossAttention']
+        >>> type(block.steps[0]).__name__, len(block.steps)
+        ('FoldedNormAttention', 9)
         >>> len(block)
         17
     """
@@ -82,48 +104,28 @@ class MangoBlock(SequentialFlow):
         super().__init__(layers)
         self.length = sum(tokens)
         self.dim = dim
+        # the order the layers run in; not submodules, so the state dict is the layers'
+        self.steps = fold_pairs(layers)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The layers in order; each ``ActNorm -> signed ICA`` pair that can runs as one node.
 
-        A pair folds (:func:`~mango.flows.signed.signed_layer`) when the ICA layer runs its
-        one-node pass (:attr:`InvertibleCrossAttention.one_node`), the ActNorm needs no
-        data-dependent initialisation and neither layer has forward hooks. The folded ActNorms'
-        log-dets ``L Σ_d s_d`` are summed once.
+        The pairs were chosen when the block was built (:func:`~mango.flows.folded.fold_pairs`);
+        a pair runs as one node when :meth:`FoldedNormAttention.applies`. The log-dets of the
+        folded ActNorms, ``L Σ_d s_d``, are summed once.
         """
-        layers = list(self.layers)
         logdets, folded = [], []
-        i = 0
-        while i < len(layers):
-            layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
-            if _folds(layer, after):
-                x = signed_layer(after, x, layer)
-                folded.append(layer.log_scale)
-                i += 2
-            else:
+        for step in self.steps:
+            if isinstance(step, FoldedNormAttention) and step.applies(x):
+                x = step(x)
+                folded.append(step.norm.log_scale)
+                continue
+            for layer in step.layers if isinstance(step, FoldedNormAttention) else (step,):
                 x, logdet = layer(x)
                 logdets.append(logdet)
-                i += 1
         if folded:
             logdets.append((x.shape[1] * torch.stack(folded).to(x.dtype).sum()).expand(x.shape[0]))
         return x, torch.stack(logdets).sum(0)
-
-
-def _folds(norm: FlowLayer, ica: FlowLayer | None) -> bool:
-    """Whether ``norm -> ica`` runs as one node (see :meth:`MangoBlock._forward`)."""
-    return (
-        isinstance(norm, ActNorm)
-        and isinstance(ica, InvertibleCrossAttention)
-        and ica.one_node
-        and ica.attention_enabled
-        and not (norm.training and not norm._ready)
-        and not (
-            norm._forward_hooks
-            or norm._forward_pre_hooks
-            or ica._forward_hooks
-            or ica._forward_pre_hooks
-        )
-    )
 
 
 @dataclass
@@ -152,6 +154,17 @@ class MangoFlow(SequentialFlow):
     Consecutive blocks alternate which channel half their coupling transforms. With
     ``memory_saving=True`` training stores no intermediate activations: each block's input is
     rebuilt from its output by the inverse during backward (:mod:`mango.flows.backprop`).
+
+    Args:
+        dim: channels ``D`` per token.
+        tokens: token counts ``(L_1, ..., L_M)`` of the modalities.
+        blocks: how many :class:`MangoBlock` (the paper's default 12).
+        partitions, attention, coupling_hidden, coupling, strength_bound: as :class:`MangoBlock`.
+        memory_saving: rebuild activations by the inverse instead of storing them.
+
+    References:
+        Truong et al., "MANGO: Multimodal Attention-based Normalizing Flow Approach to Fusion
+        Learning", NeurIPS 2025 (arXiv 2508.10133).
 
     Example:
         >>> flow = MangoFlow(dim=8, tokens=(6, 4), blocks=2)
@@ -195,6 +208,25 @@ class MangoFlow(SequentialFlow):
         self.dim = dim
         self.length = sum(tokens)
         self.memory_saving = memory_saving
+        self._health_paused = False
+
+    @property
+    def health_monitored(self) -> bool:
+        """Whether health monitors record this flow's forward passes (see :meth:`health_paused`)."""
+        return not self._health_paused
+
+    @contextmanager
+    def health_paused(self) -> Iterator[None]:
+        """Within the block, health monitors skip this flow's forward passes.
+
+        For passes that are not evaluations on real tokens, e.g. the search passes of an
+        imputation; the previous state is restored on exit.
+        """
+        previous, self._health_paused = self._health_paused, True
+        try:
+            yield
+        finally:
+            self._health_paused = previous
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Map data ``x`` (B, L, D) to ``(z, logdet)``; non-finite input is a ``ValueError``."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from mango.flows.attention import InvertibleCrossAttention
+from mango.flows.cross_attention import InvertibleCrossAttention
 
 
 @contextmanager

@@ -44,6 +44,7 @@ from mango.models.encoders.text import TextTokenEncoder
 from mango.models.fusion import TOKEN_FUSIONS, TokenEmbedding, build_fusion
 from mango.models.heads.mlp import PooledHeadsMixin
 from mango.models.missing import check_noise, empty_absent, noise_control, presence, zero_absent
+from mango.models.task_model import TaskModel, TaskOutput
 
 FUSIONS = (*TOKEN_FUSIONS, "late", "image", "text")
 #: the modalities each fusion mode uses, in token order
@@ -55,12 +56,10 @@ FUSION_MODALITIES: dict[str, tuple[str, ...]] = {
 
 
 @dataclass
-class ClassificationOutput:
-    """Logits ``(B, num_labels)`` and the flow's bits/dim ``(B,)`` (``None`` without a flow)."""
+class ClassificationOutput(TaskOutput):
+    """Logits ``(B, num_labels)`` (or ``(B, classes)``) with the flow's bits/dim and aux loss."""
 
     logits: Tensor
-    bits_per_dim: Tensor | None = None
-    aux_loss: Tensor | None = None  # the fusion's extra training loss (TokenFusion's sparsity)
 
 
 def image_token_count(image_size: int) -> int:
@@ -93,7 +92,7 @@ def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
     return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-class GenreClassifier(PooledHeadsMixin, nn.Module):
+class GenreClassifier(PooledHeadsMixin, TaskModel):
     """Poster + plot -> multi-label logits, fused by MANGO or a baseline (see the module doc).
 
     Args:
@@ -191,11 +190,6 @@ class GenreClassifier(PooledHeadsMixin, nn.Module):
         """Parameters of the trainable encoders (empty when both are frozen)."""
         return list(self.encoders.parameters())
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Token embeddings, flow and heads."""
-        backbone = {id(p) for p in self.backbone_parameters()}
-        return [p for p in self.parameters() if id(p) not in backbone]
-
     def _features(
         self, name: str, batch: Mapping[str, Any], present: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
@@ -231,4 +225,6 @@ class GenreClassifier(PooledHeadsMixin, nn.Module):
         fused = self.fusion(tokens, present=present)
         pooled = [masked_mean(t, mask) for t, (_, mask) in zip(fused.tokens, features, strict=True)]
         logits = self._pooled_logits(pooled)
-        return ClassificationOutput(logits, fused.bits_per_dim, fused.aux_loss)
+        return ClassificationOutput(
+            logits=logits, bits_per_dim=fused.bits_per_dim, aux_loss=fused.aux_loss
+        )

@@ -21,15 +21,17 @@ from mango.models.fusion import (
 )
 from mango.models.heads.segformer import SegFormerHead
 from mango.models.missing import check_noise, noise_control, presence, zero_absent
+from mango.models.task_model import TaskModel, TaskOutput
 
 FUSIONS = (*TOKEN_FUSIONS, "single")
 
 
 @dataclass
-class SegmentationOutput:
-    logits: Tensor  # (B, num_classes, H, W) at the input resolution
-    bits_per_dim: Tensor | None  # (B,) mean over the fused stages, None without a flow
-    aux_loss: Tensor | None = None  # the fusions' extra training loss (sum over stages)
+class SegmentationOutput(TaskOutput):
+    """Logits ``(B, num_classes, H, W)`` at the input resolution; ``bits_per_dim`` is the mean
+    over the flow-fused stages and ``aux_loss`` the sum over stages."""
+
+    logits: Tensor
 
 
 class StageFusion(nn.Module):
@@ -82,7 +84,7 @@ class StageFusion(nn.Module):
         return self.out(torch.cat(maps, dim=1)), fused
 
 
-class SegmentationFusionModel(nn.Module):
+class SegmentationFusionModel(TaskModel):
     """RGB-D (or any multi-input) segmentation with fusion at chosen encoder stages.
 
     Each modality has its own pyramid encoder (4 stages). At the stages in ``fuse_stages`` the
@@ -152,11 +154,6 @@ class SegmentationFusionModel(nn.Module):
         """Encoder parameters (trained with the backbone learning rate)."""
         return list(self.encoders.parameters())
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Everything else: fusion, flow and decoder."""
-        backbone = {id(p) for p in self.backbone_parameters()}
-        return [p for p in self.parameters() if id(p) not in backbone]
-
     def flow_tokens(self, inputs: Mapping[str, Tensor], stage: int) -> Tensor:
         """The joint tokens that stage ``stage``'s flow sees, (B, L, D) (for inspection)."""
         fusion = self.stages[stage]
@@ -196,5 +193,7 @@ class SegmentationFusionModel(nn.Module):
         logits = self.head(list(maps))
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return SegmentationOutput(
-            logits, torch.stack(bits).mean(0) if bits else None, sum(aux) if aux else None
+            logits=logits,
+            bits_per_dim=torch.stack(bits).mean(0) if bits else None,
+            aux_loss=sum(aux) if aux else None,
         )

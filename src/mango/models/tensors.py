@@ -37,6 +37,7 @@ from mango.models.classification import ClassificationOutput
 from mango.models.fusion import TOKEN_FUSIONS, TokenEmbedding, build_fusion
 from mango.models.heads.mlp import PooledHeadsMixin
 from mango.models.missing import check_noise, noise_control, presence, zero_absent
+from mango.models.task_model import TaskModel
 
 FUSIONS = (*TOKEN_FUSIONS, "late", "single")
 READOUTS = ("flatten", "mean")
@@ -112,7 +113,7 @@ class VectorTokens(nn.Module):
         return padded.reshape(x.shape[0], self.tokens, width)
 
 
-class TensorClassifier(PooledHeadsMixin, nn.Module):
+class TensorClassifier(PooledHeadsMixin, TaskModel):
     """Array modalities -> logits, fused by MANGO or a baseline (see the module doc).
 
     Args:
@@ -203,14 +204,6 @@ class TensorClassifier(PooledHeadsMixin, nn.Module):
         widths = [dim * (count if readout == "flatten" else 1) for count in counts]
         self._build_heads(widths, head_hidden, outputs, dropout, late=fusion == "late")
 
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        """No pretrained encoders: empty."""
-        return []
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Every parameter (embeddings, flow, heads)."""
-        return list(self.parameters())
-
     def tokens(self, inputs: Mapping[str, Tensor], present: Tensor | None = None) -> list[Tensor]:
         """Standardised, tokenised and embedded tokens ``(B, L_m, D)`` per modality.
 
@@ -233,4 +226,6 @@ class TensorClassifier(PooledHeadsMixin, nn.Module):
         fused = self.fusion(self.tokens(inputs, present), present=present)
         read = [t.flatten(1) if self.readout == "flatten" else t.mean(1) for t in fused.tokens]
         logits = self._pooled_logits(read)
-        return ClassificationOutput(logits, fused.bits_per_dim, fused.aux_loss)
+        return ClassificationOutput(
+            logits=logits, bits_per_dim=fused.bits_per_dim, aux_loss=fused.aux_loss
+        )

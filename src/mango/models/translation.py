@@ -48,17 +48,16 @@ from mango.models.discriminator import PatchGANDiscriminator
 from mango.models.fusion import TOKEN_FUSIONS, TokenEmbedding, build_fusion
 from mango.models.heads.image_decoder import ImageDecoder
 from mango.models.missing import check_noise, noise_control, presence, zero_absent
+from mango.models.task_model import TaskModel, TaskOutput
 
 FUSIONS = (*TOKEN_FUSIONS, "single")
 
 
 @dataclass
-class TranslationOutput:
-    """The translated image ``(B, 3, S, S)`` in [-1, 1] and the flow's bits/dim ``(B,)``."""
+class TranslationOutput(TaskOutput):
+    """The translated image ``(B, 3, S, S)`` in [-1, 1] with the flow's bits/dim and aux loss."""
 
     image: Tensor
-    bits_per_dim: Tensor | None = None
-    aux_loss: Tensor | None = None  # the fusion's extra training loss (TokenFusion's sparsity)
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -96,7 +95,7 @@ class DomainEncoder(nn.Module):
         return self.layers(x)
 
 
-class TranslationModel(nn.Module):
+class TranslationModel(TaskModel):
     """Input domains -> target image, fused by MANGO or a baseline (see the module doc).
 
     Args:
@@ -186,11 +185,6 @@ class TranslationModel(nn.Module):
         """Parameters of the per-domain encoders."""
         return list(self.encoders.parameters())
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Token embeddings, flow, mixing conv, decoder (and the discriminator, if any)."""
-        backbone = {id(p) for p in self.backbone_parameters()}
-        return [p for p in self.parameters() if id(p) not in backbone]
-
     def forward(self, batch: Mapping[str, Any]) -> TranslationOutput:
         first = batch[self.modalities[0]]
         present = presence(batch, self.modalities, first.shape[0], first.device)
@@ -209,7 +203,9 @@ class TranslationModel(nn.Module):
         grid = torch.cat(fused.tokens, dim=-1)  # (B, s², M·D): concatenation per position
         grid = grid.transpose(1, 2).reshape(grid.shape[0], -1, self.side, self.side)
         image = self.decoder(self.mix(grid))
-        return TranslationOutput(image, fused.bits_per_dim, fused.aux_loss)
+        return TranslationOutput(
+            image=image, bits_per_dim=fused.bits_per_dim, aux_loss=fused.aux_loss
+        )
 
     def adversarial_losses(self, batch: Mapping[str, Any], image: Tensor) -> tuple[Tensor, Tensor]:
         """``(L_G, L_D)`` of the conditional PatchGAN for generated ``image`` (see the module doc).

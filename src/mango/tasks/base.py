@@ -9,25 +9,27 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from mango.config import RunConfig
 from mango.errors import ConfigError
+from mango.models.task_model import TaskModel, TaskOutput
 from mango.tasks.check import CheckReport
+from mango.tasks.transforms import Sample, Transform
 
-Sample = dict[str, Any]
-Transform = Callable[[Sample, torch.Generator | None], Sample]
+__all__ = ["TASKS", "ConfigT", "Sample", "Task", "Transform", "get_task"]
+
+#: the run config type of a task (a :class:`~mango.config.RunConfig` with its own sections)
+ConfigT = TypeVar("ConfigT", bound=RunConfig)
 
 
-class Task(ABC):
-    """One learning problem (dataset family + model + loss + metric)."""
+class Task(ABC, Generic[ConfigT]):
+    """One learning problem (dataset family + model + loss + metric), configured by ``ConfigT``."""
 
     name: ClassVar[str]
     config_class: ClassVar[type[RunConfig]]
@@ -35,48 +37,48 @@ class Task(ABC):
     monitor: ClassVar[str]
 
     @abstractmethod
-    def build_model(self, cfg: RunConfig) -> nn.Module:
-        """The model; ``model(batch)`` returns an output object with a ``bits_per_dim`` field."""
+    def build_model(self, cfg: ConfigT) -> TaskModel:
+        """The model; ``model(batch)`` returns a :class:`~mango.models.task_model.TaskOutput`."""
 
     @abstractmethod
-    def dataset(self, cfg: RunConfig, split: str) -> Dataset[Sample]:
+    def dataset(self, cfg: ConfigT, split: str) -> Dataset[Sample]:
         """The untransformed samples of ``split`` (``train``, ``val`` or ``test``)."""
 
     @abstractmethod
-    def transform(self, cfg: RunConfig, train: bool) -> Transform:
+    def transform(self, cfg: ConfigT, train: bool) -> Transform:
         """Per-sample transform ``(sample, generator) -> sample``; random only when ``train``."""
 
     @abstractmethod
-    def loss(self, outputs: Any, batch: Sample) -> Tensor:
+    def loss(self, outputs: TaskOutput, batch: Sample) -> Tensor:
         """The task loss (a scalar); the NLL term is added by the trainer."""
 
     @abstractmethod
-    def metric(self, cfg: RunConfig) -> nn.Module:
+    def metric(self, cfg: ConfigT) -> nn.Module:
         """A fresh metric (torchmetrics-style ``update``/``compute``/``reset``)."""
 
     @abstractmethod
-    def update_metric(self, metric: nn.Module, outputs: Any, batch: Sample) -> None:
+    def update_metric(self, metric: nn.Module, outputs: TaskOutput, batch: Sample) -> None:
         """Feed one batch of outputs to ``metric``."""
 
-    def predict(self, model: nn.Module, batch: Sample, cfg: RunConfig) -> Any:
+    def predict(self, model: TaskModel, batch: Sample, cfg: ConfigT) -> TaskOutput:
         """Outputs used for evaluation (override for sliding windows, multi-scale, ...)."""
         return model(batch)
 
-    def prepare_eval(self, model: nn.Module, cfg: RunConfig) -> RunConfig:
+    def prepare_eval(self, model: TaskModel, cfg: ConfigT) -> ConfigT:
         """Settings chosen on the validation split before evaluating (e.g. a threshold)."""
         return cfg
 
-    def eval_settings(self, cfg: RunConfig) -> dict[str, Any]:
+    def eval_settings(self, cfg: ConfigT) -> dict[str, Any]:
         """Evaluation settings recorded next to the metrics (e.g. scales and flip)."""
         return {}
 
     @abstractmethod
     def write_predictions(
-        self, cfg: RunConfig, outputs: Any, batch: Sample, out_dir: Path
+        self, cfg: ConfigT, outputs: TaskOutput, batch: Sample, out_dir: Path
     ) -> list[Path]:
         """Write human-viewable predictions of one batch under ``out_dir``; return the paths."""
 
-    def missing_order(self, cfg: RunConfig, split: str, count: int) -> np.ndarray | None:
+    def missing_order(self, cfg: ConfigT, split: str, count: int) -> np.ndarray | None:
         """A shipped order of ``split``'s samples for missing-modality tables (``None``: seeded)."""
         return None
 
@@ -87,16 +89,16 @@ class Task(ABC):
 
 #: task name -> "module:Class" (imported lazily so `mango --help` stays fast)
 TASKS = {
-    "synthetic": "mango.tasks.segmentation.task:SyntheticTask",
-    "nyudv2": "mango.tasks.segmentation.task:NYUDv2Task",
-    "sunrgbd": "mango.tasks.segmentation.task:SUNRGBDTask",
-    "taskonomy": "mango.tasks.translation.task:TaskonomyTask",
-    "mmimdb": "mango.tasks.classification.task:MMIMDbTask",
+    "synthetic": "mango.tasks.rgbd.task:SyntheticTask",
+    "nyudv2": "mango.tasks.rgbd.task:NYUDv2Task",
+    "sunrgbd": "mango.tasks.rgbd.task:SUNRGBDTask",
+    "taskonomy": "mango.tasks.taskonomy.task:TaskonomyTask",
+    "mmimdb": "mango.tasks.mmimdb.task:MMIMDbTask",
     "tensors": "mango.tasks.tensors.task:TensorsTask",
 }
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str) -> Task[Any]:
     """Instantiate the task called ``name``."""
     if name not in TASKS:
         raise ConfigError(f"field task: unknown task {name!r}; choose one of {', '.join(TASKS)}")

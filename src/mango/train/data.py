@@ -143,7 +143,7 @@ def collate(samples: list[Sample | DataError]) -> Sample:
 
 
 def eval_loader(
-    task: Task,
+    task: Task[Any],
     cfg: RunConfig,
     split: str,
     rank: int = 0,
@@ -171,7 +171,7 @@ def eval_loader(
 class MangoDataModule(pl.LightningDataModule):
     """Training and validation loaders of a task, sharded by the trainer's rank."""
 
-    def __init__(self, task: Task, cfg: RunConfig, modalities: Sequence[str] = ()) -> None:
+    def __init__(self, task: Task[Any], cfg: RunConfig, modalities: Sequence[str] = ()) -> None:
         """``modalities``: the model's, among which ``data.modality_dropout`` drops one."""
         super().__init__()
         self.task, self.cfg, self.modalities = task, cfg, list(modalities)

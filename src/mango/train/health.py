@@ -2,7 +2,7 @@
 
 :class:`FlowHealthMonitor` hooks every :class:`~mango.flows.MangoFlow` of a model; each time a
 flow runs forward (in evaluation, on real tokens), :func:`~mango.flows.health_terms` adds that
-batch's terms (not while ``flow.health_paused`` is set, as during the search passes of an
+batch's terms (not inside ``with flow.health_paused():``, as during the search passes of an
 imputation, :meth:`~mango.models.fusion.FlowFusion.impute`). ``summary()`` gives the keys of ``mango eval``'s JSON: ``attention_effect`` (mean
 over flows of the mean over their ICA layers of ``‖Y2 - X2‖ / ‖X2‖``; ``None`` when no flow has an
 ICA layer), ``round_trip_error`` (the
@@ -32,8 +32,8 @@ class FlowHealthMonitor:
         return bool(self.flows)
 
     def _hook(self, name: str):
-        def record(flow: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            if getattr(flow, "health_paused", False):  # the search passes of an imputation
+        def record(flow: MangoFlow, args: tuple[Any, ...], output: Any) -> None:
+            if not flow.health_monitored:  # the search passes of an imputation
                 return
             terms = health_terms(flow, args[0].detach())
             self.terms[name] = self.terms[name] + terms if name in self.terms else terms

@@ -67,7 +67,13 @@ class MissingSetting:
             raise ConfigError(f"--impute-start: expected one of {', '.join(STARTS)}, got {start!r}")
         if missing is None:
             if rate is not None or fill is not None or table is not None:
-                given = "--missing-rate" if rate is not None else "--fill" if fill else "--table"
+                given = (
+                    "--missing-rate"
+                    if rate is not None
+                    else "--fill"
+                    if fill
+                    else "--missing-table"
+                )
                 raise ConfigError(f"{given}: needs --missing MOD[,MOD] (the absent modalities)")
             return None
         names = tuple(n.strip() for n in missing.split(",") if n.strip())

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from mango.config import RunConfig, dump_yaml
 from mango.errors import DataError, MangoError
 from mango.flows import ActNorm, InvertibleCrossAttention, NonFiniteFlowError
+from mango.models.task_model import TaskModel
 from mango.tasks.base import Sample, Task
 from mango.train.batch import BatchPlan
 from mango.train.checkpoint import check_architecture, metadata
@@ -95,7 +96,7 @@ def gate_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [m.strength if m.signed else m.gate for m in gate_modules(model)]
 
 
-def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: TaskModel, cfg: RunConfig) -> torch.optim.Optimizer:
     """AdamW (or Adam) over three groups: backbone at ``optim.lr``, head at ``lr · head_lr_mult``,
     ICA strengths at the head's rate times ``gate_lr_mult`` and without weight decay.
 
@@ -152,7 +153,7 @@ def lr_lambda(cfg: RunConfig):
 class MangoModule(pl.LightningModule):
     """Trains ``task.build_model(cfg)``; validation feeds the task's metric."""
 
-    def __init__(self, task: Task, cfg: RunConfig) -> None:
+    def __init__(self, task: Task[Any], cfg: RunConfig) -> None:
         super().__init__()
         self.task, self.cfg = task, cfg
         self.model = task.build_model(cfg)
@@ -217,14 +218,12 @@ class MangoModule(pl.LightningModule):
         except NonFiniteFlowError:
             return self._non_finite(batch, "flow tokens")
         task_loss = self.task.loss(outputs, batch)
-        bits = getattr(outputs, "bits_per_dim", None)
-        bits = bits.mean() if bits is not None else None
+        bits = outputs.bits_per_dim.mean() if outputs.bits_per_dim is not None else None
         loss = task_loss
         if bits is not None and self.cfg.loss.nll_weight > 0:
             loss = loss + self.cfg.loss.nll_weight * bits
-        aux = getattr(outputs, "aux_loss", None)  # a baseline fusion's own loss (weighted)
-        if aux is not None:
-            loss = loss + aux
+        if outputs.aux_loss is not None:  # a baseline fusion's own loss (weighted)
+            loss = loss + outputs.aux_loss
         if not torch.isfinite(loss):
             return self._non_finite(
                 batch, "task loss" if not torch.isfinite(task_loss) else "flow NLL or fusion loss"
@@ -277,7 +276,7 @@ class MangoModule(pl.LightningModule):
         self._stop_on_failure(batch.get(DATA_FAILURE))
         outputs = self.task.predict(self.model, batch, self.cfg)
         self.task.update_metric(self.val_metric, outputs, batch)
-        bits = getattr(outputs, "bits_per_dim", None)
+        bits = outputs.bits_per_dim
         if bits is not None:
             size = len(bits)
             self.log("val/bits_per_dim", bits.mean(), batch_size=size, sync_dist=True)

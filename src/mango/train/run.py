@@ -30,6 +30,7 @@ from mango.errors import CheckpointError, ConfigError, Interrupted, MangoError
 from mango.flows import attention_disabled
 from mango.io import atomic_write_json, atomic_write_text
 from mango.models.missing import filling, flow_fusions
+from mango.models.task_model import TaskModel
 from mango.tasks.base import Task, get_task
 from mango.train.batch import BatchPlan
 from mango.train.callbacks import SaveLast, StopOnSigint, TolerantCSVLogger, save_run
@@ -56,7 +57,7 @@ def build_config(
     source: str,
     overrides: Sequence[str] = (),
     data_dir: str | Path | None = None,
-) -> tuple[Task, RunConfig]:
+) -> tuple[Task[Any], RunConfig]:
     """Validate a raw config (plus ``--set`` overrides and ``--data``) for its task."""
     raw = apply_overrides(raw, overrides)
     if data_dir is not None:
@@ -69,7 +70,7 @@ def build_config(
 
 def load_config(
     path: str | Path, overrides: Sequence[str] = (), data_dir: str | Path | None = None
-) -> tuple[Task, RunConfig]:
+) -> tuple[Task[Any], RunConfig]:
     """Read and validate a YAML run config."""
     return build_config(read_yaml(path), str(path), overrides, data_dir)
 
@@ -96,7 +97,7 @@ def _quiet_lightning() -> None:
 
 
 def train(
-    task: Task,
+    task: Task[Any],
     cfg: RunConfig,
     out_dir: str | Path,
     resume: bool = False,
@@ -177,7 +178,7 @@ def train(
     try:
         trainer.fit(  # Lightning reads the checkpoint through MangoCheckpointIO: weights-only
             module,
-            datamodule=MangoDataModule(task, cfg, getattr(module.model, "modalities", ())),
+            datamodule=MangoDataModule(task, cfg, module.model.modalities),
             ckpt_path=checkpoint if resume else None,
         )
         if not (trainer.interrupted or stopper.requested):
@@ -230,7 +231,7 @@ def model_from(
     checkpoint: str | Path,
     data_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
-) -> tuple[Task, RunConfig, torch.nn.Module]:
+) -> tuple[Task[Any], RunConfig, TaskModel]:
     """Rebuild the model of a read checkpoint ``saved`` (its stored config, ``--data`` applied)."""
     task, cfg = build_config(
         upgrade_stored(saved["mango"]["config"]),
@@ -251,7 +252,7 @@ def model_from(
 
 def load_trained(
     checkpoint: str | Path, data_dir: str | Path | None = None, overrides: Sequence[str] = ()
-) -> tuple[Task, RunConfig, torch.nn.Module]:
+) -> tuple[Task[Any], RunConfig, TaskModel]:
     """Rebuild the model stored in a checkpoint (config from the checkpoint, ``--data`` applied)."""
     return model_from(read_checkpoint(checkpoint), checkpoint, data_dir, overrides)
 
@@ -301,7 +302,7 @@ def evaluate(
             batch = _to_device(batch, device)
             outputs = task.predict(model, batch, cfg)
             task.update_metric(metric, outputs, batch)
-            if getattr(outputs, "bits_per_dim", None) is not None:
+            if outputs.bits_per_dim is not None:
                 bits.append(outputs.bits_per_dim.float().cpu())
     results: dict[str, Any] = dict(metric.compute())
     if bits:
@@ -372,10 +373,10 @@ def _filling(model: torch.nn.Module, missing: MissingSetting | None) -> Any:
 
 
 def _missing_wrap(
-    task: Task,
+    task: Task[Any],
     cfg: RunConfig,
     split: str,
-    model: torch.nn.Module,
+    model: TaskModel,
     missing: MissingSetting | None,
     checkpoint: str | Path,
 ) -> Any:
@@ -385,7 +386,7 @@ def _missing_wrap(
     (:meth:`~mango.tasks.base.Task.missing_order`), else a seeded one."""
     if missing is None:
         return None
-    modalities = list(getattr(model, "modalities", ()))
+    modalities = list(model.modalities)
     missing.check(modalities)
     if missing.fill == "impute" and not flow_fusions(model):
         raise ConfigError(f"--fill impute: {checkpoint} holds a model without a flow")

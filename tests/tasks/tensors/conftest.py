@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mango.tasks.tensors.fixtures import write_tensors_fixture
+from mango.testing.tensors import write_tensors_fixture
 
 
 @pytest.fixture(scope="session")

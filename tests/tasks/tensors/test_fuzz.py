@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 
 from mango.errors import DataError
 from mango.tasks.tensors.check import check_tensors
-from mango.tasks.tensors.fixtures import tensors_arrays, write_npz
-from mango.tasks.tensors.readers import read_split, split_path
-from mango.tasks.tensors.task import TensorsDataset
+from mango.tasks.tensors.data import TensorsDataset, read_split, split_path
+from mango.testing.tensors import tensors_arrays, write_npz
 
 SPLITS = ("train", "test")
 

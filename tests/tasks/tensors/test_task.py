@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from mango.cli import main
-from mango.tasks.tensors.fixtures import write_npz
-from mango.tasks.tensors.readers import read_split, split_path
+from mango.tasks.tensors.data import read_split, split_path
 from mango.tasks.tensors.task import PREDICTIONS_FILE
+from mango.testing.tensors import write_npz
 from mango.train.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -138,11 +138,8 @@ class FlowFusion(Fusion):
             mode = torch.zeros(1, *x.shape[1:], device=x.device, dtype=x.dtype)
             start = self.flow.inverse(mode)[0]
         began = time.perf_counter()
-        self.flow.health_paused = True  # evaluation monitors skip the search passes
-        try:
+        with self.flow.health_paused():  # evaluation monitors skip the search passes
             result = complete(self.flow, x[rows], absent, settings.steps, settings.lr, start)
-        finally:
-            self.flow.health_paused = False
         seconds = time.perf_counter() - began
         self.records.append(
             ImputationRecord(

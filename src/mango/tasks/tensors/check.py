@@ -15,7 +15,7 @@ import numpy as np
 
 from mango.errors import DataError
 from mango.tasks.check import CheckReport
-from mango.tasks.tensors.readers import (
+from mango.tasks.tensors.data import (
     SplitArrays,
     check_classes,
     check_compatible,
@@ -29,7 +29,7 @@ def check_tensors(root: str | Path) -> CheckReport:
 
     Example:
         >>> import tempfile
-        >>> from mango.tasks.tensors.fixtures import write_tensors_fixture
+        >>> from mango.testing.tensors import write_tensors_fixture
         >>> root = write_tensors_fixture(tempfile.mkdtemp(), sizes=(16, 0, 8))
         >>> report = check_tensors(root)
         >>> report.ok, report.counts

@@ -3,7 +3,7 @@
 With ``ŷ_i = argmax_k p_ik``: ``accuracy`` is the share of samples with ``ŷ_i = y_i``;
 ``f1_macro`` the mean over classes of the per-class F1 (a class without true or predicted samples
 scores 0); ``per_class_f1`` every class's F1. Multi-label targets use
-:class:`~mango.tasks.classification.metrics.MultiLabelF1`.
+:class:`~mango.tasks.mmimdb.metrics.MultiLabelF1`.
 """
 
 from __future__ import annotations

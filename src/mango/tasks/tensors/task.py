@@ -14,122 +14,41 @@ When absent, ``data.modalities``, ``data.target`` and ``data.classes`` are fille
 training split by :meth:`TensorsTask.build_model`, so the stored config records them. Loss:
 cross-entropy (multi-class) or binary cross-entropy (multi-label). Metrics:
 :class:`~mango.tasks.tensors.metrics.MultiClassScores` or
-:class:`~mango.tasks.classification.metrics.MultiLabelF1`; the monitored key is ``f1_macro``.
+:class:`~mango.tasks.mmimdb.metrics.MultiLabelF1`; the monitored key is ``f1_macro``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
-from mango.config import DataSection, RunConfig, Section
 from mango.errors import ConfigError, DataError
 from mango.io import JsonLinesWriter
 from mango.models.classification import ClassificationOutput
-from mango.models.tensors import FUSIONS, ModalitySpec, Standardize, TensorClassifier
+from mango.models.tensors import ModalitySpec, Standardize, TensorClassifier
 from mango.tasks.base import Sample, Task, Transform
 from mango.tasks.check import CheckReport
-from mango.tasks.tensors.metrics import probabilities
-from mango.tasks.tensors.readers import (
+from mango.tasks.tensors.config import TensorsConfig
+from mango.tasks.tensors.data import (
     SplitArrays,
+    TensorsDataset,
     check_classes,
     check_compatible,
     read_split,
     split_path,
 )
+from mango.tasks.tensors.metrics import probabilities
+from mango.tasks.transforms import identity
 
 #: the file ``mango predict`` writes under its ``--out`` folder
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
-class TensorsData(DataSection):
-    """A folder of ``train.npz``, ``test.npz`` and optionally ``val.npz``."""
-
-    root: str | None = Field(None, description="dataset folder (or pass --data)")
-    modalities: list[str] | None = Field(
-        None, min_length=2, description="arrays to fuse (default: all but label and id)"
-    )
-    target: Literal["multiclass", "multilabel"] | None = Field(
-        None, description="inferred from the shape of label when absent"
-    )
-    classes: int | None = Field(None, ge=2, description="multi-class: K (default: max label + 1)")
-    class_names: list[str] | None = Field(None, description="names of the classes or labels")
-    vector_tokens: int = Field(4, ge=1, description="tokens a (N, C) vector is split into")
-    tokens: dict[str, int] = Field(
-        default_factory=dict, description="per-modality override of vector_tokens"
-    )
-    val_fraction: float = Field(
-        0.1, gt=0, lt=1, description="train samples held out for validation without val.npz"
-    )
-    standardize: bool = Field(True, description="standardise features with train statistics")
-
-    @model_validator(mode="after")
-    def _positive_tokens(self) -> TensorsData:
-        for name, count in self.tokens.items():
-            if count < 1:
-                raise ValueError(f"data.tokens.{name} must be >= 1, got {count}")
-        return self
-
-
-class TensorsModelSettings(Section):
-    """Embeddings, fusion mode and head."""
-
-    fusion: Literal[FUSIONS] = Field(  # type: ignore[valid-type]
-        "mango", description="mango, concat, late, single, or an attention baseline"
-    )
-    readout: Literal["flatten", "mean"] = Field(
-        "flatten", description="fused tokens -> head: all tokens flattened, or a mean per modality"
-    )
-    noise: list[str] = Field(
-        default_factory=list,
-        description="modalities replaced by Gaussian noise of their shape (control_noise row)",
-    )
-    modalities: list[str] | None = Field(
-        None, min_length=1, description="modalities used (default: data.modalities)"
-    )
-    dim: int = Field(64, ge=2, description="token channels D inside the fusion")
-    head_hidden: int = Field(128, ge=1)
-    dropout: float = Field(0.1, ge=0, le=1)
-    threshold: float = Field(0.5, gt=0, lt=1, description="multi-label: predict p > threshold")
-
-
-class TensorsConfig(RunConfig):
-    task: Literal["tensors"] = "tensors"
-    data: TensorsData = Field(default_factory=TensorsData)
-    model: TensorsModelSettings = Field(default_factory=TensorsModelSettings)
-
-
-class TensorsDataset(Dataset[Sample]):
-    """Samples ``{"id", "inputs": {modality: tensor}, "label"}`` of one split (or a subset)."""
-
-    def __init__(self, split: SplitArrays, indices: list[int] | None = None) -> None:
-        self.split = split
-        self.indices = list(range(len(split))) if indices is None else indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, item: int) -> Sample:
-        i = self.indices[item]
-        return {
-            "id": self.split.ids[i],
-            "inputs": {m: torch.from_numpy(a[i]) for m, a in self.split.arrays.items()},
-            "label": torch.as_tensor(self.split.label[i]),
-        }
-
-
-def _identity(sample: Sample, generator: torch.Generator | None) -> Sample:
-    return sample
-
-
-class TensorsTask(Task):
+class TensorsTask(Task[TensorsConfig]):
     """Any ``M >= 2`` array modalities -> multi-class or multi-label targets."""
 
     name = "tensors"
@@ -141,12 +60,12 @@ class TensorsTask(Task):
         self._predictions = JsonLinesWriter()
 
     # ----------------------------------------------------------------------------- reading
-    def _root(self, cfg: Any) -> Path:
+    def _root(self, cfg: TensorsConfig) -> Path:
         if cfg.data.root is None:
             raise ConfigError("data.root: no tensors folder given (pass --data DIR)")
         return Path(cfg.data.root)
 
-    def _read(self, cfg: Any, split: str) -> SplitArrays:
+    def _read(self, cfg: TensorsConfig, split: str) -> SplitArrays:
         path = split_path(self._root(cfg), split)
         stat = path.stat() if path.is_file() else None
         modalities = tuple(cfg.data.modalities or ())
@@ -157,7 +76,7 @@ class TensorsTask(Task):
             )
         return self._cache[key]
 
-    def _holdout(self, cfg: Any, count: int) -> tuple[list[int], list[int]]:
+    def _holdout(self, cfg: TensorsConfig, count: int) -> tuple[list[int], list[int]]:
         """``(train, val)`` indices of ``train.npz`` when there is no ``val.npz``."""
         if split_path(self._root(cfg), "val").is_file():
             return list(range(count)), []
@@ -169,7 +88,7 @@ class TensorsTask(Task):
         order = np.random.default_rng(cfg.trainer.seed).permutation(count).tolist()
         return sorted(order[held:]), sorted(order[:held])
 
-    def _resolve(self, cfg: Any, train: SplitArrays) -> None:
+    def _resolve(self, cfg: TensorsConfig, train: SplitArrays) -> None:
         """Fill ``data.modalities``, ``data.target`` and ``data.classes`` from the train split."""
         d = cfg.data
         d.modalities = d.modalities or train.modalities
@@ -185,7 +104,7 @@ class TensorsTask(Task):
         if d.target == "multiclass":
             check_classes(train, d.classes)
 
-    def class_names(self, cfg: Any) -> list[str]:
+    def class_names(self, cfg: TensorsConfig) -> list[str]:
         """``data.class_names``, or ``"0" .. "K-1"``."""
         if cfg.data.class_names is not None:
             return list(cfg.data.class_names)
@@ -195,7 +114,7 @@ class TensorsTask(Task):
         return [str(k) for k in range(count)]
 
     # ------------------------------------------------------------------------------- model
-    def build_model(self, cfg: Any) -> nn.Module:
+    def build_model(self, cfg: TensorsConfig) -> TensorClassifier:
         train = self._read(cfg, "train")
         self._resolve(cfg, train)
         d, m = cfg.data, cfg.model
@@ -229,7 +148,7 @@ class TensorsTask(Task):
             noise=m.noise,
         )
 
-    def dataset(self, cfg: Any, split: str) -> Dataset[Sample]:
+    def dataset(self, cfg: TensorsConfig, split: str) -> TensorsDataset:
         if split not in ("train", "val", "test"):
             raise ConfigError(f"--split: expected train, val or test, got {split!r}")
         train = self._read(cfg, "train")
@@ -243,8 +162,8 @@ class TensorsTask(Task):
         rows, held = self._holdout(cfg, len(train))
         return TensorsDataset(train, rows if split == "train" else held)
 
-    def transform(self, cfg: Any, train: bool) -> Transform:
-        return _identity
+    def transform(self, cfg: TensorsConfig, train: bool) -> Transform:
+        return identity
 
     # ------------------------------------------------------------------------ loss, metric
     def loss(self, outputs: ClassificationOutput, batch: Sample) -> Tensor:
@@ -253,13 +172,13 @@ class TensorsTask(Task):
         targets = batch["label"].to(outputs.logits.dtype)
         return F.binary_cross_entropy_with_logits(outputs.logits, targets)
 
-    def metric(self, cfg: Any) -> nn.Module:
+    def metric(self, cfg: TensorsConfig) -> nn.Module:
         names = self.class_names(cfg)
         if cfg.data.target == "multiclass":
             from mango.tasks.tensors.metrics import MultiClassScores
 
             return MultiClassScores(names)
-        from mango.tasks.classification.metrics import MultiLabelF1
+        from mango.tasks.mmimdb.metrics import MultiLabelF1
 
         return MultiLabelF1(len(names), names, cfg.model.threshold, per_label_key="per_class_f1")
 
@@ -269,7 +188,7 @@ class TensorsTask(Task):
         multilabel = batch["label"].ndim == 2
         metric.update(probabilities(outputs.logits, multilabel), batch["label"])
 
-    def eval_settings(self, cfg: Any) -> dict[str, Any]:
+    def eval_settings(self, cfg: TensorsConfig) -> dict[str, Any]:
         settings: dict[str, Any] = {
             "target": cfg.data.target,
             "fusion": cfg.model.fusion,
@@ -280,7 +199,7 @@ class TensorsTask(Task):
         return settings
 
     def write_predictions(
-        self, cfg: Any, outputs: ClassificationOutput, batch: Sample, out_dir: Path
+        self, cfg: TensorsConfig, outputs: ClassificationOutput, batch: Sample, out_dir: Path
     ) -> list[Path]:
         """Add one JSON line per sample to ``out_dir/predictions.jsonl``.
 

@@ -1,1 +1,0 @@
-"""Benchmarks behind ``mango bench``: ratios against baselines measured in the same process."""
