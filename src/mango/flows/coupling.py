@@ -31,10 +31,21 @@ class AttentionConditioner(nn.Module):
     A coupling stays invertible for any conditioner of the untouched half. Setting
     ``attention_enabled = False`` drops the attention term (the ablation of ``--ablate attention``).
 
+    Args:
+        in_dim: channels of the conditioning half ``x`` (per token).
+        hidden: width of the embedding, the attention and the MLP's hidden layer (divisible by
+            ``heads``).
+        out_dim: output channels per token (``2 ×`` the transformed half: scale and shift).
+        heads: attention heads (default 4).
+
     Example:
         >>> conditioner = AttentionConditioner(4, hidden=8, out_dim=6, heads=2)
         >>> tuple(conditioner(torch.randn(2, 5, 4)).shape)
         (2, 5, 6)
+
+    References:
+        | Attention Is All You Need (Vaswani et al., NeurIPS 2017)
+        | https://arxiv.org/abs/1706.03762
     """
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, heads: int = 4) -> None:
@@ -79,8 +90,16 @@ class AffineCoupling(FlowLayer):
     ``h`` to each token alone; ``"attention"`` (:class:`AttentionConditioner`) lets it attend
     over all tokens, so the coupling moves information between tokens and modalities.
 
-    References:
-        Dinh et al., "Density estimation using Real NVP" (arXiv 1605.08803).
+    Args:
+        dim: channels ``D`` of a token (at least 2).
+        hidden: hidden width of the conditioner ``h`` (default 64).
+        swap: condition on the last half and transform the first (default ``False``: condition
+            on the first ``D // 2`` channels); alternate it between layers.
+        scale_bound: the bound ``c`` of the log-scale ``s`` (default 2.0).
+        conditioner: ``"mlp"`` (default: a two-hidden-layer GELU MLP per token) or
+            ``"attention"`` (:class:`AttentionConditioner` over all tokens).
+        heads: attention heads of the ``"attention"`` conditioner (default 4; unused by
+            ``"mlp"``).
 
     Example:
         >>> layer = AffineCoupling(dim=6, hidden=16)
@@ -88,6 +107,10 @@ class AffineCoupling(FlowLayer):
         >>> y, logdet = layer(x)
         >>> torch.equal(y, x), logdet.tolist()   # identity at initialisation
         (True, [0.0, 0.0])
+
+    References:
+        | Density estimation using Real NVP (Dinh et al., ICLR 2017)
+        | https://arxiv.org/abs/1605.08803
     """
 
     def __init__(

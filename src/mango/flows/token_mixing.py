@@ -21,12 +21,13 @@ class LUTokenMixing(FlowLayer):
 
         \\log|\\det J| = D \\sum_i \\log |s_i| .
 
-    Initialisation (docs/design.md): ``P`` a random permutation, ``L = U = I`` structure and ``s = 1``,
-    i.e. ``W = P``. The LU factors of a random orthogonal matrix lose ~1e-5 per layer in the solves
-    at ``L = 512``; a permutation is exact.
+    ``W = P`` at initialisation (``L = U = I`` structure, ``s = 1``); docs/design.md says why
+    a permutation rather than a random orthogonal start.
 
-    References:
-        Kingma & Dhariwal, "Glow" (arXiv 1807.03039), §3.2, applied over tokens instead of channels.
+    Args:
+        length: the number of tokens ``L`` (``W`` is ``L x L``).
+        generator: random generator of the fixed permutation ``P`` (default ``None``: torch's
+            global one).
 
     Example:
         >>> mix = LUTokenMixing(length=5, generator=torch.Generator().manual_seed(0))
@@ -34,6 +35,11 @@ class LUTokenMixing(FlowLayer):
         >>> y, logdet = mix(x)
         >>> torch.allclose(mix.inverse(y)[0], x), logdet.tolist()
         (True, [0.0, 0.0])
+
+    References:
+        | Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma & Dhariwal, NeurIPS
+        | 2018), §3.2, applied over tokens instead of channels
+        | https://arxiv.org/abs/1807.03039
     """
 
     def __init__(self, length: int, generator: torch.Generator | None = None) -> None:

@@ -59,6 +59,8 @@ class FusionOutput:
 class Fusion(nn.Module):
     """Base class of every fusion: normalises the inputs, then calls :meth:`fuse`.
 
+    ``fusion(tokens)`` maps ``[x_1, ..., x_M]``, :math:`x_m \\in \\mathbb{R}^{B \\times L_m
+    \\times D}`, to a :class:`FusionOutput` with fused tokens :math:`y_m` of the same shapes.
     Subclasses set the class attributes and implement :meth:`fuse` on a list of ``(B, L_m, D)``
     tensors whose counts are ``self.tokens``.
 
@@ -68,6 +70,22 @@ class Fusion(nn.Module):
         has_density: it returns ``bits_per_dim``.
         budget: how its size was matched to the flow (``None``: not matched; set by
             :func:`~mango.models.fusion.build_fusion`).
+
+    Args:
+        dim: token width ``D``, shared by all modalities.
+        tokens: token counts ``L_m``, one per modality, in input order.
+
+    Example:
+        >>> import torch
+        >>> from mango.models.fusion import build_fusion
+        >>> fusion = build_fusion("concat", dim=4, tokens=[3, 1])
+        >>> isinstance(fusion, Fusion), fusion.tokens
+        (True, (3, 1))
+
+    References:
+        | MANGO: Multimodal Attention-based Normalizing Flow Approach to Fusion Learning
+        | (Truong et al., NeurIPS 2025)
+        | https://arxiv.org/abs/2508.10133
     """
 
     name: str = ""

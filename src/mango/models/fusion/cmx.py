@@ -161,28 +161,22 @@ class CMXFusion(Fusion):
     start trunc-normal (std 0.02, zero bias), convolutions fan-out normal, norms at identity, as
     in the released code.
 
-    Adaptation to MANGO's stage-level interface: in CMX the rectified ``A'``, ``B'`` feed the next
-    encoder stage of each stream and only ``F`` goes to the decoder. Here the encoders run
-    independently, so this module cannot pass ``A'``, ``B'`` on; it returns ``F`` (flattened
-    back to ``(B, L, C)``) as the fused tokens of *both* modalities (one and the same tensor),
-    and ``A'``, ``B'`` only feed the FFM. ``present`` is ignored: absent modalities arrive
-    zero-filled and are fused as such. There is no density and no auxiliary loss. With
-    ``grid=None`` the tokens are a ``1 × L`` map (the 3×3 depth-wise convolution then only mixes
-    neighbours along the sequence); pass the stage's ``(h, w)`` for image tokens. In training
-    mode the BatchNorms need more than one value per channel (``B·h·w > 1``).
+    What is adapted to MANGO's stage-level interface (``F`` is returned as the fused tokens of
+    *both* modalities, one and the same tensor) is described in ``docs/baselines.md`` ("What is
+    adapted, and why"). ``present`` is ignored: absent modalities arrive zero-filled and are fused
+    as such. There is no density and no auxiliary loss. In training mode the BatchNorms need more
+    than one value per channel (``B·h·w > 1``).
 
-    Arguments:
+    Args:
         dim: token width ``C``.
         tokens: the token counts of the two modalities (equal, ``L``).
         heads: attention heads ``H`` of the FFM exchange; ``C/r`` must be divisible by it.
-        reduction: channel reduction ``r`` of FRM and FFM (released code: 1).
-        lambda_c: ``λ_C`` of the channel rectification (released code: 0.5).
-        lambda_s: ``λ_S`` of the spatial rectification (released code: 0.5).
-        grid: ``(h, w)`` with ``h·w = L``; ``None``: ``(1, L)``.
-
-    References:
-        CMX: Cross-Modal Fusion for RGB-X Semantic Segmentation with Transformers
-        (Zhang et al., T-ITS 2023), https://arxiv.org/abs/2203.04838
+        reduction: channel reduction ``r`` of FRM and FFM (default 1, as in the released code).
+        lambda_c: ``λ_C`` of the channel rectification (default 0.5, as released).
+        lambda_s: ``λ_S`` of the spatial rectification (default 0.5, as released).
+        grid: ``(h, w)`` with ``h·w = L`` (default ``None``: a ``1 × L`` map, so the 3×3
+            depth-wise convolution only mixes neighbours along the sequence; pass the stage's
+            ``(h, w)`` for image tokens).
 
     Example:
         >>> import torch
@@ -192,6 +186,12 @@ class CMXFusion(Fusion):
         ((2, 6, 8), True, None)
         >>> fusion.parameter_count() == 43 * 8**2 + 35 * 8 + 2
         True
+
+    References:
+        | CMX: Cross-Modal Fusion for RGB-X Semantic Segmentation with Transformers
+        | (Zhang et al., T-ITS 2023)
+        | https://arxiv.org/abs/2203.04838
+        | https://github.com/huaaaliu/RGBX_Semantic_Segmentation
     """
 
     name = "cmx"

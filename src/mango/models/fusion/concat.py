@@ -12,10 +12,14 @@ from mango.models.fusion.base import Fusion, FusionOutput
 
 
 class IdentityFusion(Fusion):
-    """The tokens unchanged, no density.
+    """The tokens unchanged, no density: :math:`y_m = x_m`.
 
     ``present`` is accepted for the interface and ignored: absent modalities keep the tokens of
     their zero-filled input.
+
+    Args:
+        dim: token width ``D``.
+        tokens: token counts ``L_m`` of the modalities.
 
     Example:
         >>> import torch
@@ -23,6 +27,11 @@ class IdentityFusion(Fusion):
         >>> out = IdentityFusion(4, [3, 5])(x)
         >>> all(a is b for a, b in zip(out.tokens, x)), out.bits_per_dim
         (True, None)
+
+    References:
+        | MANGO: Multimodal Attention-based Normalizing Flow Approach to Fusion Learning
+        | (Truong et al., NeurIPS 2025), its concatenation baseline
+        | https://arxiv.org/abs/2508.10133
     """
 
     name = "concat"

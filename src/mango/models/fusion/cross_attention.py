@@ -70,18 +70,17 @@ class CrossAttentionFusion(Fusion):
     normed tokens :math:`[\tilde x_n]_{n \ne m}` (so the parameters grow as ``M`` per layer, not
     ``M (M - 1)``). Token counts may differ between modalities.
 
-    Adaptation: no position or modality embeddings are added here (BridgeTower's token-type
-    embedding, added at the input). The task's
-    :class:`~mango.models.fusion.TokenEmbedding` has already added learned ones to each
-    modality's tokens before the fusion. BridgeTower's bridge layers are omitted (they need a
-    multi-layer unimodal encoder per modality). ``present`` is accepted and ignored: absent
-    modalities arrive zero-filled and are attended to like any other tokens.
+    What is adapted from ViLBERT and BridgeTower is described in ``docs/baselines.md`` ("What
+    is adapted, and why"). ``present`` is accepted and ignored: absent modalities arrive
+    zero-filled and are attended to like any other tokens.
 
-    References:
-        ViLBERT: Pretraining Task-Agnostic Visiolinguistic Representations for
-        Vision-and-Language Tasks (Lu et al., NeurIPS 2019), arXiv 1908.02265.
-        BridgeTower: Building Bridges Between Encoders in Vision-Language Representation
-        Learning (Xu et al., AAAI 2023), arXiv 2206.08657.
+    Args:
+        dim: token width ``D`` (divisible by ``heads``).
+        tokens: token counts ``L_m`` of the modalities (at least 2; may differ).
+        layers: co-attention layers (at least 1).
+        heads: attention heads of every direction.
+        ffn_ratio: FFN width ``H = round(ffn_ratio · dim)`` (default 4.0).
+        dropout: dropout on the attention and FFN outputs (default 0.0: none).
 
     Example:
         >>> import torch
@@ -91,6 +90,14 @@ class CrossAttentionFusion(Fusion):
         ([(2, 3, 8), (2, 2, 8)], None, None)
         >>> fusion.parameter_count() == 2 * ((4 + 2 * 4) * 8**2 + (9 + 4) * 8) + 2 * 2 * 8
         True
+
+    References:
+        | ViLBERT: Pretraining Task-Agnostic Visiolinguistic Representations for
+        | Vision-and-Language Tasks (Lu et al., NeurIPS 2019)
+        | https://arxiv.org/abs/1908.02265
+        | BridgeTower: Building Bridges Between Encoders in Vision-Language Representation
+        | Learning (Xu et al., AAAI 2023)
+        | https://arxiv.org/abs/2206.08657
     """
 
     name = "cross_attention"

@@ -9,8 +9,28 @@ from torch import Tensor, nn
 class TokenEmbedding(nn.Module):
     """Project features to ``dim`` channels and add learned position and modality embeddings.
 
+    .. math::
+
+        t = f W + b + p + e, \\qquad p \\in \\mathbb{R}^{L \\times D}, \\ e \\in \\mathbb{R}^D
+
     Accepts a feature map ``(B, C, h, w)`` (flattened row-major to ``h * w`` tokens) or a sequence
-    ``(B, T, C)``; returns ``(B, L, dim)`` with ``L = length``.
+    ``(B, T, C)``; returns ``(B, L, dim)`` with ``L = length``. ``p`` and ``e`` start
+    truncated-normal (std 0.02).
+
+    Args:
+        in_channels: feature channels ``C`` of the encoder.
+        dim: token width ``D``.
+        length: the number of tokens ``L`` the encoder must give (``h * w`` or ``T``).
+
+    Example:
+        >>> import torch
+        >>> embed = TokenEmbedding(in_channels=3, dim=8, length=6)
+        >>> tuple(embed(torch.randn(2, 3, 2, 3)).shape)
+        (2, 6, 8)
+
+    References:
+        | An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale
+        | (Dosovitskiy et al., ICLR 2021), https://arxiv.org/abs/2010.11929
     """
 
     def __init__(self, in_channels: int, dim: int, length: int) -> None:

@@ -46,6 +46,11 @@ class ImputationRecord:
 class FlowFusion(Fusion):
     """MANGO fusion: concatenate the modalities' tokens and map them through a :class:`MangoFlow`.
 
+    .. math::
+
+        z = f([x_1; \\dots; x_M]), \\qquad [y_1; \\dots; y_M] = z, \\qquad
+        \\mathrm{bpd} = -\\frac{\\log \\mathcal{N}(z; 0, I) + \\log|\\det J_f|}{L D \\log 2}
+
     ``fusion(tokens)`` takes a list of ``M >= 2`` tensors ``(B, L_m, D)`` (the ``L_m`` given at
     construction, each ``>= 2``; one channel width ``D`` for all) and returns a
     :class:`FusionOutput`: the latent ``z = f([t_1, ..., t_M])`` split back per modality (the
@@ -58,6 +63,14 @@ class FlowFusion(Fusion):
     encoder could shrink its features and make the density unbounded. One flow pass serves both
     terms (:meth:`MangoFlow.forward_detached_density`); the task path keeps its gradient.
 
+    Args:
+        dim: token width ``D``.
+        tokens: token counts ``L_m`` (at least 2 modalities of at least 2 tokens each).
+        detach_nll: compute the training NLL on detached tokens (default ``True``; ``False``
+            lets the density's gradient reach the encoders).
+        flow_options: keyword arguments of :class:`MangoFlow` (``blocks``, ``partitions``,
+            ``attention``, ...).
+
     Example:
         >>> fusion = FlowFusion(dim=8, tokens=[3, 5], blocks=2)
         >>> tokens = [torch.randn(2, 3, 8), torch.randn(2, 5, 8)]
@@ -67,6 +80,11 @@ class FlowFusion(Fusion):
         >>> back = fusion.inverse(out.tokens)
         >>> all(torch.allclose(b, t, atol=1e-5) for b, t in zip(back, tokens))
         True
+
+    References:
+        | MANGO: Multimodal Attention-based Normalizing Flow Approach to Fusion Learning
+        | (Truong et al., NeurIPS 2025)
+        | https://arxiv.org/abs/2508.10133
     """
 
     name = "mango"

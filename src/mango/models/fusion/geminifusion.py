@@ -89,33 +89,23 @@ class GeminiFusion(Fusion):
     at the same position behind a relation-weighted key). There is no score, no exchange and no
     extra loss.
 
-    Adaptations to one MANGO fusion stage (stated, not upstream):
-
-    - Upstream puts the fusion in every layer of a four-stage MiT (the MiT version is the one
-      followed here); here one stage of ``layers`` layers with plain self-attention (no spatial
-      reduction), no drop-path; the FFN is a Mix-FFN when ``grid`` is given and ``mix_ffn`` is
-      on, a plain MLP otherwise.
-    - Upstream runs the same decoder on each stream and adds a learned, detached logit ensemble.
-      Here the output tokens are both streams ``[y_a, y_b]``, and the task head reads both.
-    - ``present`` is ignored: an absent modality arrives zero-filled and is fused as such.
+    What is adapted from the released MiT code to one MANGO fusion stage is described in
+    ``docs/baselines.md`` ("What is adapted, and why").
 
     Parameters (shared weights once; ``r`` = ``ffn_ratio``): ``layers · [(4 + 2r) D² + (13 + r) D
     + 11 D² + 14 D + 10 r D · mix] + 4 D``.
 
-    Arguments:
+    Args:
         dim: token width ``D`` (divisible by ``heads`` and by ``fusion_heads``).
         tokens: token counts of the two modalities (equal).
-        layers: transformer layers of the stage.
+        layers: transformer layers of the stage (at least 1).
         heads: self-attention heads.
-        ffn_ratio: FFN width ``round(ffn_ratio · dim)``.
-        fusion_heads: heads of the pixel-wise cross-attention (8 upstream).
-        mix_ffn: 3x3 depth-wise conv in the FFN (needs ``grid``).
-        grid: ``(h, w)`` with ``h · w = L``, the tokens' row-major grid (``None``: no conv).
-        dropout: dropout on the attention-branch and FFN outputs.
-
-    References:
-        GeminiFusion: Efficient Pixel-wise Multimodal Fusion for Vision Transformer
-        (Jia et al., ICML 2024), arXiv 2406.01210.
+        ffn_ratio: FFN width ``round(ffn_ratio · dim)`` (default 4.0).
+        fusion_heads: heads of the pixel-wise cross-attention (default 8, as upstream).
+        mix_ffn: 3x3 depth-wise conv in the FFN (default ``True``; needs ``grid``).
+        grid: ``(h, w)`` with ``h · w = L``, the tokens' row-major grid (default ``None``: no
+            conv, a plain MLP).
+        dropout: dropout on the attention-branch and FFN outputs (default 0.0: none).
 
     Example:
         >>> import torch
@@ -123,6 +113,12 @@ class GeminiFusion(Fusion):
         >>> out = fusion({"rgb": torch.randn(3, 6, 8), "depth": torch.randn(3, 6, 8)})
         >>> [tuple(t.shape) for t in out.tokens], out.names, out.aux_loss
         ([(3, 6, 8), (3, 6, 8)], ('rgb', 'depth'), None)
+
+    References:
+        | GeminiFusion: Efficient Pixel-wise Multimodal Fusion for Vision Transformer
+        | (Jia et al., ICML 2024)
+        | https://arxiv.org/abs/2406.01210
+        | https://github.com/JiaDingCN/GeminiFusion
     """
 
     name = "geminifusion"

@@ -36,8 +36,7 @@ def score_net(dim: int) -> nn.Sequential:
 
 
 class TokenFusion(Fusion):
-    """TokenFusion: each stream's attention update is replaced by the other's where its keep
-    score falls below ``θ``.
+    """TokenFusion: a stream's attention update is swapped for the other's where its score < ``θ``.
 
     Two streams ``x_a``, ``x_b`` ``(B, L, D)`` (position-aligned: token ``i`` of both is the same
     place) go through ``layers`` pre-norm transformer layers whose weights are shared between the
@@ -63,16 +62,8 @@ class TokenFusion(Fusion):
     batch size and the token count. At initialisation every score is ≈ 0.5, so nothing is
     exchanged until this loss has pushed scores below ``θ``.
 
-    Adaptations to one MANGO fusion stage (stated, not upstream):
-
-    - Upstream runs a four-stage MiT with one predictor per stage; here one stage of ``layers``
-      layers with one predictor, plain self-attention (no spatial reduction), no drop-path; the
-      FFN is a Mix-FFN when ``grid`` is given and ``mix_ffn`` is on, a plain MLP otherwise.
-    - Upstream runs the same decoder on each stream and adds a learned, detached logit ensemble.
-      Here the output tokens are both streams ``[y_a, y_b]``, and the task head reads both.
-    - Residual positional alignment (paper §3.3, absent from the code) is not used: the inputs
-      already carry their position and modality embeddings.
-    - ``present`` is ignored: an absent modality arrives zero-filled and is fused as such.
+    What is adapted from the released code to one MANGO fusion stage is described in
+    ``docs/baselines.md`` ("What is adapted, and why").
 
     The exchange rate of the last forward (fraction of tokens with ``s_m < θ``), per layer and
     stream, is kept in :attr:`last_exchange_rate` ``(layers, 2)`` for inspection.
@@ -80,21 +71,18 @@ class TokenFusion(Fusion):
     Parameters (shared weights once; ``r`` = ``ffn_ratio``): ``layers · [(4 + 2r) D² + (13 + r) D
     + 10 r D · mix] + 3.25 D² + 8.5 D + 4 + 4 D``.
 
-    Arguments:
+    Args:
         dim: token width ``D`` (divisible by ``heads`` and by 4).
         tokens: token counts of the two modalities (equal).
-        layers: transformer layers of the stage.
+        layers: transformer layers of the stage (at least 1).
         heads: attention heads.
-        ffn_ratio: FFN width ``round(ffn_ratio · dim)``.
-        threshold: exchange threshold ``θ`` (0.02 in the released code).
-        sparsity_weight: ``λ`` of the summed L1 score loss.
-        mix_ffn: 3x3 depth-wise conv in the FFN (needs ``grid``).
-        grid: ``(h, w)`` with ``h · w = L``, the tokens' row-major grid (``None``: no conv).
-        dropout: dropout on the attention-branch and FFN outputs.
-
-    References:
-        Multimodal Token Fusion for Vision Transformers (Wang et al., CVPR 2022),
-        arXiv 2204.08721.
+        ffn_ratio: FFN width ``round(ffn_ratio · dim)`` (default 4.0).
+        threshold: exchange threshold ``θ`` (default 0.02, as in the released code).
+        sparsity_weight: ``λ`` of the summed L1 score loss (default 1e-4, the code default).
+        mix_ffn: 3x3 depth-wise conv in the FFN (default ``True``; needs ``grid``).
+        grid: ``(h, w)`` with ``h · w = L``, the tokens' row-major grid (default ``None``: no
+            conv, a plain MLP).
+        dropout: dropout on the attention-branch and FFN outputs (default 0.0: none).
 
     Example:
         >>> import torch
@@ -104,6 +92,11 @@ class TokenFusion(Fusion):
         ([(3, 6, 8), (3, 6, 8)], torch.Size([]))
         >>> tuple(fusion.last_exchange_rate.shape)
         (2, 2)
+
+    References:
+        | Multimodal Token Fusion for Vision Transformers (Wang et al., CVPR 2022)
+        | https://arxiv.org/abs/2204.08721
+        | https://github.com/yikaiw/TokenFusion
     """
 
     name = "tokenfusion"

@@ -55,14 +55,17 @@ class TransformerFusion(Fusion):
     :math:`2D` (``LN_f``). Works for any number of modalities and unequal token counts; the cost
     is quadratic in the total token count.
 
-    The one adaptation from ViLT (and of ``docs/baselines.md``): no position or modality
-    embeddings are added here. The task's :class:`~mango.models.fusion.TokenEmbedding` has already
-    added learned ones to each modality's tokens before the fusion. ``present`` is accepted and
-    ignored: absent modalities arrive zero-filled and are attended to like any other tokens.
+    No position or modality embeddings are added here; that adaptation from ViLT is described in
+    ``docs/baselines.md`` ("What is adapted, and why"). ``present`` is accepted and ignored:
+    absent modalities arrive zero-filled and are attended to like any other tokens.
 
-    References:
-        ViLT: Vision-and-Language Transformer Without Convolution or Region Supervision
-        (Kim et al., ICML 2021), arXiv 2102.03334.
+    Args:
+        dim: token width ``D`` (divisible by ``heads``).
+        tokens: token counts ``L_m`` of the modalities (any number, may differ).
+        layers: Transformer layers (at least 1).
+        heads: attention heads.
+        ffn_ratio: FFN width ``H = round(ffn_ratio · dim)`` (default 4.0).
+        dropout: dropout inside every layer (default 0.0: none).
 
     Example:
         >>> import torch
@@ -72,6 +75,13 @@ class TransformerFusion(Fusion):
         ([(2, 3, 8), (2, 2, 8)], None, None)
         >>> fusion.parameter_count() == (4 + 2 * 4) * 8**2 + (9 + 4) * 8 + 2 * 8
         True
+
+    References:
+        | Attention Is All You Need (Vaswani et al., NeurIPS 2017)
+        | https://arxiv.org/abs/1706.03762
+        | ViLT: Vision-and-Language Transformer Without Convolution or Region Supervision
+        | (Kim et al., ICML 2021)
+        | https://arxiv.org/abs/2102.03334
     """
 
     name = "transformer"

@@ -106,6 +106,11 @@ class MixFFN(nn.Module):
 class TwoStreamLayer(nn.Module):
     """One pre-norm transformer layer run on two streams: shared weights, per-stream LayerNorms.
 
+    For stream ``m`` (``LN1_m``, ``LN2_m`` its own, everything else shared)::
+
+        x_m ← x_m + W_o MHSA(LN1_m(x_m)) + b_o
+        x_m ← x_m + FFN(LN2_m(x_m))
+
     The layer is used in steps, so that a fusion can act between them:
     :meth:`attend` (the merged-head attention output before the projection), :meth:`project`
     (the shared output projection) and :meth:`feed_forward` (the FFN sub-layer with its residual).
@@ -114,12 +119,13 @@ class TwoStreamLayer(nn.Module):
     Parameters: ``(4 + 2r) D² + (13 + r) D`` with ``r · D`` the FFN width (q, kv, proj, fc1 and
     fc2 with biases, and two LayerNorms per stream), plus ``10 r D`` for the Mix-FFN's conv.
 
-    Arguments:
+    Args:
         dim: token width ``D``.
         heads: attention heads (divide ``dim``).
         hidden: FFN width.
-        grid: ``(h, w)`` of the tokens, for the Mix-FFN's depth-wise conv (``None``: plain MLP).
-        dropout: dropout on the attention-branch and FFN outputs.
+        grid: ``(h, w)`` of the tokens, for the Mix-FFN's depth-wise conv (default ``None``:
+            plain MLP).
+        dropout: dropout on the attention-branch and FFN outputs (default 0.0: none).
 
     Example:
         >>> import torch
@@ -130,6 +136,14 @@ class TwoStreamLayer(nn.Module):
         (4, 6, 8)
         >>> sum(p.numel() for p in layer.parameters())  # (4 + 2r) D² + (13 + r) D + 10 r D, r = 2
         792
+
+    References:
+        | SegFormer: Simple and Efficient Design for Semantic Segmentation with Transformers
+        | (Xie et al., NeurIPS 2021)
+        | https://arxiv.org/abs/2105.15203
+        | Multimodal Token Fusion for Vision Transformers (Wang et al., CVPR 2022)
+        | https://github.com/yikaiw/TokenFusion
+        | https://github.com/JiaDingCN/GeminiFusion
     """
 
     def __init__(
