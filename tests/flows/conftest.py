@@ -10,14 +10,7 @@ import torch
 from torch import Tensor
 
 from mango.flows import FlowLayer
-
-
-def perturb(module: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> None:
-    """Move every floating parameter away from its (often identity) initial value."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+from mango.testing.flows import perturb
 
 
 def jacobian_logdet(layer: FlowLayer, x: Tensor) -> Tensor:

@@ -8,10 +8,10 @@ import torch
 from mango.flows import (
     AffineCoupling,
     InvertibleCrossAttention,
-    MangoFlow,
     attention_disabled,
     health_terms,
 )
+from mango.testing.flows import acting_flow
 
 
 def _signed(tokens=(6, 5), partition="imca", variant=2, strength=0.8, dim=4):
@@ -71,12 +71,9 @@ def test_strength_bound_must_keep_the_inverse_bounded(bound):
 
 
 def test_attention_disabled_makes_every_ica_layer_the_identity_and_restores():
-    torch.manual_seed(0)
-    flow = MangoFlow(6, (5, 4), blocks=2, coupling="attention", coupling_hidden=8)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    flow.eval()
+    flow = acting_flow(
+        6, (5, 4), blocks=2, dtype=torch.float32, coupling="attention", coupling_hidden=8
+    )
     x = torch.randn(2, 9, 6)
     before = flow(x)[0]
     with attention_disabled(flow) as count:

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mango.flows import MangoFlow
+from mango.testing.flows import acting_flow
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.bool]
 
@@ -26,8 +26,7 @@ DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int
 def test_flow_gives_a_correct_result_or_a_value_error(
     tokens, dim, batch, length_offset, dim_offset, dtype, scale
 ):
-    torch.manual_seed(0)
-    flow = MangoFlow(dim, tuple(tokens), blocks=1, coupling_hidden=8).eval()
+    flow = acting_flow(dim, tuple(tokens), 1, scale=0.1, dtype=torch.float32, coupling_hidden=8)
     shape = (batch, sum(tokens) + length_offset, dim + dim_offset)
     x = (torch.randn(shape, dtype=torch.float64) * scale).to(dtype)
     try:
@@ -52,4 +51,5 @@ def test_flow_gives_a_correct_result_or_a_value_error(
     with torch.no_grad():
         back = flow.inverse(z)[0]
     reference = x.to(z.dtype)
-    assert (back - reference).norm() <= 1e-4 * reference.norm() + 1e-6
+    # float32 rounding happens at the scale of the larger of the input and the latent
+    assert (back - reference).norm() <= 1e-4 * max(reference.norm(), z.norm())

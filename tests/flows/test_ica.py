@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import mango.flows
-from mango.flows import InvertibleCrossAttention, MangoFlow, partition_indices
+from mango.flows import InvertibleCrossAttention, partition_indices
+from mango.testing.flows import acting_flow, idle_layers
 
 PAPER_TABLE = {  # docs/design.md, tokens a = 0..3, b = 4..7
     ("mmca", 1): ([0, 1, 2, 3], [4, 5, 6, 7]),
@@ -114,8 +115,9 @@ def test_bad_construction_is_a_clear_value_error(kwargs, message):
 
 
 def test_autocast_keeps_flow_math_in_float32():
-    flow = MangoFlow(8, (4, 4), blocks=1)
+    flow = acting_flow(8, (4, 4), blocks=1, dtype=torch.float32)
     x = torch.randn(2, 8, 8)
+    assert idle_layers(flow, x) == []
     with torch.autocast("cpu", dtype=torch.bfloat16):
         z, logdet = flow(x)
     assert z.dtype == torch.float32 and logdet.dtype == torch.float32

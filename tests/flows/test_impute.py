@@ -7,6 +7,7 @@ import torch
 
 from mango.flows import MangoFlow
 from mango.flows.impute import complete
+from mango.testing.flows import acting_flow
 
 
 def _correlated(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -16,9 +17,8 @@ def _correlated(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([a, b], dim=1)
 
 
-def test_completion_keeps_observed_and_never_lowers_log_prob() -> None:
-    torch.manual_seed(0)
-    flow = MangoFlow(dim=4, tokens=(3, 3), blocks=1).double().eval()
+def test_completion_keeps_observed_and_raises_log_prob() -> None:
+    flow = acting_flow(4, (3, 3), blocks=1)
     x = torch.randn(5, 6, 4, dtype=torch.float64)
     missing = torch.zeros(5, 6, dtype=torch.bool)
     missing[:, 3:] = True
@@ -28,7 +28,8 @@ def test_completion_keeps_observed_and_never_lowers_log_prob() -> None:
         result.tokens[0, 3:], x[0, 3:]
     )
     assert not torch.equal(result.tokens[:, 3:][1:], x[1:, 3:])
-    assert bool((result.log_prob >= result.start_log_prob).all())
+    # strictly: the best iterate is kept, so ">=" would hold even if no step ever helped
+    assert bool((result.log_prob > result.start_log_prob + 1e-3).all())
     expected = flow.log_prob(result.tokens)
     assert torch.allclose(result.log_prob, expected, atol=1e-9)
     assert all(p.grad is None for p in flow.parameters())
@@ -39,7 +40,7 @@ def test_completion_keeps_observed_and_never_lowers_log_prob() -> None:
 def test_trained_flow_recovers_a_dependent_modality() -> None:
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    flow = MangoFlow(dim=4, tokens=(3, 3), blocks=2, coupling_hidden=16)
+    flow = MangoFlow(dim=4, tokens=(3, 3), blocks=2, coupling_hidden=16)  # trained: 200 steps
     optimizer = torch.optim.Adam(flow.parameters(), lr=2e-2)
     for _ in range(200):
         loss = -flow.log_prob(_correlated(64, generator)).mean()

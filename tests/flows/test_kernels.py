@@ -175,7 +175,7 @@ def test_actnorm_needs_initialization_only_in_training_before_the_first_batch():
 
 
 def test_health_paused_is_declared_and_restored():
-    flow = MangoFlow(4, (3, 3), blocks=1)
+    flow = MangoFlow(4, (3, 3), blocks=1)  # structural: a flag, no values
     assert flow.health_monitored
     with flow.health_paused():
         assert not flow.health_monitored

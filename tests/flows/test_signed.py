@@ -7,14 +7,12 @@ import copy
 import pytest
 import torch
 
-from mango.flows import FoldedNormAttention, InvertibleCrossAttention, MangoBlock, MangoFlow
+from mango.flows import FoldedNormAttention, InvertibleCrossAttention, MangoBlock
+from mango.testing.flows import acting_flow, perturb
 
 
 def _perturbed(module, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    perturb(module, scale=0.3, seed=seed)
     return module
 
 
@@ -69,7 +67,7 @@ def test_unfolded_while_actnorm_initialises_or_hooks_watch():
 def test_flow_detached_density_gradients_equal_unfused():
     """The training step's one-pass detached NLL through folded blocks (float64)."""
     torch.manual_seed(0)
-    flow = _perturbed(MangoFlow(4, (5, 4), blocks=2, coupling_hidden=8).double().eval())
+    flow = acting_flow(4, (5, 4), blocks=2, scale=0.3, coupling_hidden=8)
     x = torch.randn(3, 9, 4, dtype=torch.float64)
     results = []
     for module in (flow, _unfused(flow)):

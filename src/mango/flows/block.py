@@ -169,7 +169,10 @@ class MangoFlow(SequentialFlow):
     Example:
         >>> flow = MangoFlow(dim=8, tokens=(6, 4), blocks=2)
         >>> x = torch.randn(3, 10, 8)
-        >>> z, logdet = flow(x)
+        >>> z, logdet = flow(x)  # training mode: this first batch initialises the ActNorms
+        >>> with torch.no_grad():  # as if trained: otherwise only the ActNorms act
+        ...     _ = [p.add_(0.05 * torch.randn_like(p)) for p in flow.parameters()]
+        >>> z, logdet = flow.eval()(x)
         >>> tuple(flow.log_prob(x).shape), tuple(flow.sample(5).shape)
         ((3,), (5, 10, 8))
         >>> torch.allclose(flow.inverse(z)[0], x, atol=1e-4)

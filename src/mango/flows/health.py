@@ -13,9 +13,11 @@ zero means the layer is the identity: its attention does not carry weight.
 Example:
     >>> from mango.flows import MangoFlow
     >>> flow = MangoFlow(dim=8, tokens=(4, 4), blocks=1).eval()
+    >>> with torch.no_grad():  # as if trained: a fresh flow is the identity
+    ...     _ = [p.add_(0.1 * torch.randn_like(p)) for p in flow.parameters()]
     >>> terms = health_terms(flow, torch.randn(2, 8, 8))
-    >>> len(terms.layer_change), terms.round_trip_error() < 1e-5
-    (8, True)
+    >>> len(terms.layer_change), bool((terms.layer_change > 0).all()), terms.round_trip_error() < 1e-5
+    (8, True, True)
     >>> with attention_disabled(flow):
     ...     float(health_terms(flow, torch.randn(2, 8, 8)).layer_change.sum())
     0.0
