@@ -109,3 +109,29 @@ def test_completion_maximises_the_joint_density_with_its_log_det() -> None:
     assert abs(result.tokens[0, 3, 0] - best) < 2e-3, (result.tokens[0, 3, 0], best)
     with torch.no_grad():
         assert torch.allclose(result.log_prob, flow.log_prob(result.tokens))
+
+
+def _tokens_reached(partitions: list[str], tokens: tuple[int, ...]) -> list[int]:
+    """Positions whose output depends on some other token's input (float64 Jacobian)."""
+    flow = acting_flow(3, tokens, 2, partitions=partitions, coupling_hidden=8)
+    x = torch.randn(sum(tokens), 3, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x)
+    cross = jac.abs().sum((1, 3))
+    cross.fill_diagonal_(0)
+    return (cross.sum(1) == 0).nonzero().flatten().tolist()
+
+
+@pytest.mark.parametrize(
+    "partitions,tokens,unreached",
+    [
+        (["mmca", "imca"], (6, 6), [10, 11]),  # the last modality's last two tokens
+        (["mmca", "imca"], (4, 4, 4), [10, 11]),
+        (["mmca"], (6, 6), [4, 5, 10, 11]),
+        (["imca"], (6, 6), [8, 9, 10, 11]),
+        (["mmca", "imca", "lica"], (6, 6), []),  # the default: LICA's mixing reaches them
+    ],
+)
+def test_which_tokens_the_signed_attention_never_reaches(partitions, tokens, unreached) -> None:
+    """docs/flows.md: rows ``L2-2`` and ``L2-1`` of the signed ``N`` are zero, so without LICA
+    the last modality's last two tokens take no information from any other token."""
+    assert _tokens_reached(partitions, tokens) == unreached

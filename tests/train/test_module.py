@@ -97,6 +97,32 @@ def test_optimizer_is_fused_except_where_mixed_precision_clips(precision, clip, 
     )
 
 
+def test_without_a_fused_kernel_the_optimizer_says_so_in_one_line(monkeypatch, caplog):
+    """torch < 2.4 has no fused CPU kernel: the per-tensor update, and one line saying why."""
+    import torch.utils._foreach_utils as foreach_utils
+
+    monkeypatch.setattr(foreach_utils, "_get_fused_kernels_supported_devices", lambda: ["cuda"])
+    module, _ = _module()
+    with caplog.at_level("WARNING"):
+        optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is None
+    [record] = [r for r in caplog.records if "fused" in r.getMessage()]
+    message = record.getMessage()
+    assert "\n" not in message and "no fused Adam for cpu parameters" in message
+
+
+def test_a_failing_fused_optimizer_is_not_swallowed(monkeypatch):
+    """Where the fused kernel exists, an error building it is the user's to see."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("fused AdamW: something real went wrong")
+
+    monkeypatch.setattr(torch.optim.AdamW, "__init__", broken)
+    module, _ = _module()
+    with pytest.raises(RuntimeError, match="something real"):
+        module.configure_optimizers()
+
+
 def test_unreadable_sample_reaches_the_step_and_stops_it_with_its_own_error():
     """The loader returns a DataError as the batch; the step (train or val) raises it as is."""
     from torch.utils.data import DataLoader

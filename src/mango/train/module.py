@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from typing import Any
 
@@ -126,11 +127,30 @@ def build_optimizer(model: TaskModel, cfg: RunConfig) -> torch.optim.Optimizer:
     options = {"betas": optim.betas, "weight_decay": optim.weight_decay}
     mixed = cfg.trainer.precision in ("16-mixed", "bf16-mixed")
     if not (mixed and cfg.optim.grad_clip):
-        try:
+        reason = fused_unsupported([p for group in groups for p in group["params"]])
+        if reason is None:
             return cls(groups, fused=True, **options)
-        except RuntimeError:  # no fused kernel for this device (or torch < 2.4 on a CPU)
-            pass
+        logging.getLogger(__name__).warning("optim: %s; using the per-tensor update", reason)
     return cls(groups, **options)
+
+
+def fused_unsupported(params: list[Tensor]) -> str | None:
+    """Why this torch has no fused Adam(W) kernel for ``params``, or ``None`` when it has one.
+
+    The same test torch makes when ``fused=True`` is asked (floating parameters on a device in
+    its list of fused devices); CPUs are in that list from torch 2.4.
+    """
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # pragma: no cover - torch without the fused optimizers
+        return f"torch {torch.__version__} has no fused Adam"
+    supported = _get_fused_kernels_supported_devices()
+    for p in params:
+        if p.device.type not in supported:
+            return f"torch {torch.__version__} has no fused Adam for {p.device.type} parameters"
+        if not p.is_floating_point():
+            return f"fused Adam needs floating parameters, got {p.dtype}"
+    return None
 
 
 def lr_lambda(cfg: RunConfig):
