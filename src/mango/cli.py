@@ -15,6 +15,18 @@ import click
 import typer
 
 from mango import __version__
+from mango.cli_options import (
+    CorruptOpt,
+    CorruptSeedOpt,
+    CorruptShareOpt,
+    FillOpt,
+    ImputeStartOpt,
+    ImputeStepsOpt,
+    MissingOpt,
+    MissingRateOpt,
+    MissingTableOpt,
+    ScoresOpt,
+)
 from mango.errors import Interrupted, MangoError
 
 app = typer.Typer(
@@ -46,36 +58,6 @@ def _root(
 DataOpt = typer.Option(None, "--data", help="Dataset root folder (sets data.root).")
 SetOpt = typer.Option(
     [], "--set", help="Override a config field: --set trainer.max_steps=100 (repeatable)."
-)
-
-
-MissingOpt = typer.Option(
-    None, "--missing", help="Absent modalities, MOD[,MOD] (e.g. depth, or image,text)."
-)
-MissingRateOpt = typer.Option(
-    None,
-    "--missing-rate",
-    help="Absent for a seeded fraction R of samples (split evenly between the --missing "
-    "modalities, the rest complete); default: every sample.",
-)
-FillOpt = typer.Option(
-    None, "--fill", help="zero (default: the absent input is zeroed) or impute (by the flow)."
-)
-MissingTableOpt = typer.Option(
-    None,
-    "--missing-table",
-    help="Per-sample table file (one line per sample: absent modalities or '-'), e.g. a "
-    "shipped protocol table; replaces --missing-rate.",
-)
-
-
-ImputeStepsOpt = typer.Option(
-    None, "--impute-steps", help="--fill impute: gradient-ascent steps on log p (default 20)."
-)
-ImputeStartOpt = typer.Option(
-    None,
-    "--impute-start",
-    help="--fill impute: start from the flow's mode ('prior', default) or the zero-filled tokens.",
 )
 
 
@@ -155,6 +137,10 @@ def evaluate(
     missing_table: Path = MissingTableOpt,
     impute_steps: int = ImputeStepsOpt,
     impute_start: str = ImputeStartOpt,
+    corrupt: str = CorruptOpt,
+    corrupt_share: float = CorruptShareOpt,
+    corrupt_seed: int = CorruptSeedOpt,
+    scores: Path = ScoresOpt,
     overrides: list[str] = SetOpt,
 ) -> None:
     """Evaluate a checkpoint; prints and (with --out) writes the metrics as JSON.
@@ -162,15 +148,27 @@ def evaluate(
     Models with a flow also report its health: attention_effect (mean ||Y2 - X2|| / ||X2|| over
     ICA layers) and round_trip_error (float32 ||f^-1(f(x)) - x|| / ||x||) on the evaluated tokens.
     With --missing, the setting is recorded and --fill impute adds its cost and likelihoods.
+    With --corrupt, the detection AUROC of each score and the blame accuracy are added.
     """
+    from mango.train.corrupt import CorruptSetting
     from mango.train.missing import MissingSetting
     from mango.train.run import evaluate as run_eval
 
     absent = MissingSetting.parse(
         missing, missing_rate, fill, 0, _text(missing_table), impute_steps, impute_start
     )
+    broken = CorruptSetting.parse(corrupt, corrupt_share, corrupt_seed)
     results = run_eval(
-        checkpoint, data, split, out, overrides, _progress(), ablate=ablate, missing=absent
+        checkpoint,
+        data,
+        split,
+        out,
+        overrides,
+        _progress(),
+        ablate=ablate,
+        missing=absent,
+        corrupt=broken,
+        scores=scores,
     )
     typer.echo(json.dumps(results, indent=2))
 

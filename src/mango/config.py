@@ -43,6 +43,16 @@ class DataSection(Section):
     )
 
 
+class ModelSection(Section):
+    """Fields every task's ``model`` section has (tasks add their own)."""
+
+    imputer: bool = Field(
+        False,
+        description="also train, on detached tokens, a small regressor of each modality's tokens "
+        "at the fused stages from the others' (for --fill regress; never changes the task path)",
+    )
+
+
 class FlowSettings(Section):
     """The MANGO flow used for fusion (docs/design.md)."""
 
@@ -184,7 +194,7 @@ class RunConfig(Section):
 
     task: str
     data: DataSection
-    model: Section
+    model: ModelSection
     flow: FlowSettings = Field(default_factory=FlowSettings)
     fusion: FusionSettings = Field(default_factory=FusionSettings)
     loss: LossSettings = Field(default_factory=LossSettings)

@@ -252,3 +252,78 @@ def test_rgb_alone_bound_holds_for_rgb_only_predictions() -> None:
     assert np.mean([_coin_miou(masks, 0.5, rng) for _ in range(40)]) > bound - 1.5
     with pytest.raises(ValueError, match="cool pit"):
         rgb_alone_miou_bound(np.where(masks == 4, 3, masks))
+
+
+# ---------------------------------------------------------------- shading (data.shading)
+
+
+@pytest.mark.parametrize("misregistration", [0.0, 0.125])
+def test_zero_shading_is_the_unshaded_generator_bit_for_bit(misregistration: float) -> None:
+    for seed in range(6):
+        plain_rng, shaded_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        plain = generate_scene(32, plain_rng, misregistration)
+        zero = generate_scene(32, shaded_rng, misregistration, shading=0.0)
+        for key in ("rgb", "depth", "mask", "shift"):
+            assert zero[key].tobytes() == plain[key].tobytes(), key
+        assert plain_rng.bit_generator.state == shaded_rng.bit_generator.state
+    default = SyntheticScenes(4, split="val", size=32, misregistration=misregistration)
+    zero_scenes = SyntheticScenes(4, "val", 32, misregistration=misregistration, shading=0.0)
+    assert [_digest(default[i]) for i in range(4)] == [_digest(zero_scenes[i]) for i in range(4)]
+
+
+def test_shading_changes_only_the_rgb_image_and_draws_nothing() -> None:
+    for seed in range(4):
+        plain_rng, shaded_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        plain = generate_scene(32, plain_rng, 0.125)
+        shaded = generate_scene(32, shaded_rng, 0.125, shading=0.5)
+        for key in ("depth", "mask", "shift"):
+            assert np.array_equal(shaded[key], plain[key]), key
+        assert not np.array_equal(shaded["rgb"], plain["rgb"])
+        assert plain_rng.bit_generator.state == shaded_rng.bit_generator.state
+
+
+def test_a_light_from_the_left_lights_domes_on_the_left_and_pits_on_the_right() -> None:
+    """Over each object, the brightness the light adds (shaded − unshaded, same draws) is larger
+    on the left half of a dome and on the right half of a pit."""
+    votes: dict[str, list[bool]] = {"dome": [], "pit": []}
+    for seed in range(40):
+        plain = generate_scene(64, np.random.default_rng(seed))
+        shaded = generate_scene(64, np.random.default_rng(seed), shading=0.5)
+        added = (shaded["rgb"] - plain["rgb"]).mean(-1)
+        for class_id in range(1, NUM_CLASSES):
+            rows, cols = np.nonzero(plain["mask"] == class_id)
+            if len(cols) < 40:
+                continue
+            left = cols < np.median(cols)
+            brighter_left = (
+                added[rows[left], cols[left]].mean() > added[rows[~left], cols[~left]].mean()
+            )
+            votes["dome" if "dome" in CLASS_NAMES[class_id] else "pit"].append(bool(brighter_left))
+    assert min(len(v) for v in votes.values()) >= 20
+    assert np.mean(votes["dome"]) > 0.85 and np.mean(votes["pit"]) < 0.15
+
+
+def test_lambert_shade_of_a_flat_and_a_tilted_surface() -> None:
+    from mango.data.synthetic import lambert_shade
+
+    flat = np.full((16, 16), 3.0, dtype=np.float32)
+    assert np.allclose(lambert_shade(flat), 1.0)
+    # depth falling by 1 m per metre to the right: the surface faces 45° left, straight at the light
+    x = (np.arange(16) + 0.5) * (2.0 / 16)
+    facing = (3.0 - x)[None].repeat(16, 0)
+    assert np.allclose(lambert_shade(facing), np.sqrt(2))  # n·l = 1, over n₀·l = cos 45°
+    assert np.allclose(lambert_shade(facing[:, ::-1]), 0.0)  # faces 45° right: n·l = 0
+
+
+def test_shading_is_a_validated_config_field() -> None:
+    from mango.config import validate
+    from mango.demo.spec import DEMO_CONFIG
+    from mango.tasks.rgbd.config import SyntheticConfig
+
+    assert validate(SyntheticConfig, DEMO_CONFIG, "demo").data.shading == 0.0
+    raw = {**DEMO_CONFIG, "data": {**DEMO_CONFIG["data"], "shading": 1.5}}
+    with pytest.raises(ConfigError) as caught:
+        validate(SyntheticConfig, raw, "x.yaml")
+    assert "field data.shading" in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match="data.shading"):
+        SyntheticScenes(1, shading=-0.1)

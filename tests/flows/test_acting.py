@@ -1,5 +1,6 @@
-"""No flow test runs on an identity flow: every ``MangoFlow(`` in a test or a doctest is built by
-``mango.testing.flows.acting_flow``, perturbed in the doctest itself, or says why it need not act."""
+"""No flow test runs on an identity flow: every ``MangoFlow(`` or ``FlowFusion(`` in a test or a
+doctest is built by ``mango.testing.flows.acting_flow``, perturbed in the doctest itself, or says
+why it need not act."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from mango.flows import MangoFlow
 from mango.testing.flows import acting_flow, idle_layers
 
 ROOT = Path(__file__).resolve().parents[2]
-#: a test may build a plain flow when its values do not matter or it trains the flow itself
-REASONS = ("# structural:", "# trained")
+#: a test may build a plain flow when its values do not matter or it trains or perturbs it itself
+REASONS = ("# structural:", "# trained", "# perturbed below")
+BUILDERS = re.compile(r"\b(MangoFlow|FlowFusion)\(")
 
 
 def unexplained_flows() -> list[str]:
@@ -24,7 +26,7 @@ def unexplained_flows() -> list[str]:
         lines = path.read_text().splitlines()
         in_src = path.is_relative_to(ROOT / "src")
         for n, line in enumerate(lines):  # structural: the scan itself
-            if "MangoFlow(" not in line or (in_src and ">>>" not in line):
+            if not BUILDERS.search(line) or (in_src and ">>>" not in line):
                 continue
             if re.search(r"^\s*(class|def) ", line) or '"""' in line:
                 continue

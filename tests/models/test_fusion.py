@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 
 from mango.models.fusion import FlowFusion
+from mango.testing.flows import perturb
 
 
 def _fusion() -> tuple[FlowFusion, list[torch.Tensor]]:
     torch.manual_seed(0)
-    fusion = FlowFusion(8, (6, 4), blocks=1, coupling_hidden=8).train()
+    fusion = FlowFusion(8, (6, 4), blocks=1, coupling_hidden=8).train()  # perturbed below
     tokens = [torch.randn(2, 6, 8, requires_grad=True), torch.randn(2, 4, 8, requires_grad=True)]
     fusion(tokens)  # ActNorm initialisation
+    perturb(fusion, scale=0.1)  # every layer acts
     return fusion, tokens
 
 

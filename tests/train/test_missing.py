@@ -67,7 +67,7 @@ def test_table_files_round_trip_and_bad_lines(tmp_path: Path) -> None:
         ((None, None, "impute"), "--fill: needs --missing"),
         (("depth,depth", None, None), "--missing: expected MOD[,MOD] (distinct names)"),
         (("depth", 1.5, None), "--missing-rate: expected a fraction in [0, 1], got 1.5"),
-        (("depth", None, "mean"), "--fill: expected one of zero, impute, got 'mean'"),
+        (("depth", None, "median"), "--fill: expected one of zero, mean, regress, impute, got"),
     ],
 )
 def test_bad_flags(args: tuple, words: str) -> None:

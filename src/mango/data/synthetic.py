@@ -12,7 +12,7 @@ colour family and a depth shape::
 so the two classes of a colour family differ only in depth and the two classes of a depth shape
 differ only in colour. Neither modality leaks the other's cue:
 
-- RGB is flat per object (no shading), with per-object hue jitter inside its family, pixel noise
+- RGB is flat per object (no shading unless ``shading > 0``, below), with per-object hue jitter inside its family, pixel noise
   and a smooth two-colour background texture drawn from greens, purples and greys (hues that never
   fall in either object family);
 - depth is a randomly tilted background plane with pixel noise; an object's relief
@@ -21,6 +21,20 @@ differ only in colour. Neither modality leaks the other's cue:
   plane and does not depend on colour;
 - silhouettes (circle, rotated square, rotated ellipse), sizes (radius ``S/8 .. S/4``) and drawing
   order (later objects occlude earlier ones) are drawn independently of the class.
+
+**Shading.** With ``shading = s > 0`` the RGB image is lit over the depth relief, so RGB carries
+a cue of depth (shape from shading). The surface normal of the clean depth map ``d`` (metres,
+before noise and misregistration), with the pixel pitch ``W / S`` of a field of view ``W = 2`` m
+wide, is ``n ∝ (∂d/∂x, ∂d/∂y, −1)`` (camera coordinates: x right, y down, z away from the
+camera); a distant light from the left, 45° off the viewing axis, has unit direction
+``l = (−sin 45°, 0, −cos 45°)``. The image is ambient plus Lambertian light,
+
+``rgb = albedo · ((1 − s) + s · max(0, n·l) / (n₀·l))``,  ``n₀ = (0, 0, −1)``,
+
+so ``s`` is the directional share of the light and a surface facing the camera keeps its colour
+(the shade only scales value: hue and saturation, so the colour family, are unchanged). A dome's
+left flank faces the light and brightens while its right flank darkens; a pit is lit the other
+way round. ``s = 0`` skips the step and gives exactly the unshaded scenes.
 
 **Misregistration.** On a real RGB-D rig the depth sensor and the camera are not perfectly
 aligned, so a depth pixel does not lie under the RGB pixel of the same index. With
@@ -152,8 +166,41 @@ def shift_replicate(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return image[np.ix_(rows, cols)]
 
 
+#: width of the field of view at the scene, in metres: the pixel pitch of the shading's gradient
+SCENE_WIDTH = 2.0
+#: unit vector toward the light (camera coordinates x right, y down, z away from the camera):
+#: from the left, 45° off the viewing axis
+LIGHT = (-np.sqrt(0.5), 0.0, -np.sqrt(0.5))
+
+
+def lambert_shade(depth: np.ndarray, width: float = SCENE_WIDTH) -> np.ndarray:
+    """Lambertian shade of a depth map ``d`` (S, S) in metres, relative to a surface facing the camera.
+
+    With the gradient by central differences at the pixel pitch ``width / S`` (metres per
+    metre), the normal ``n = (∂d/∂x, ∂d/∂y, −1) / ‖·‖`` and :data:`LIGHT` ``l``:
+
+    .. math::
+
+        \\mathrm{shade} = \\frac{\\max(0,\\, n \\cdot l)}{n_0 \\cdot l}, \\qquad n_0 = (0, 0, -1),
+
+    1 on a surface facing the camera, above 1 where it faces the light, 0 where it faces away.
+
+    Example:
+        >>> x = np.arange(32, dtype=np.float32) + 0.5
+        >>> dome = 3.0 - 0.3 * np.sqrt(np.maximum(1 - ((x - 16) / 8) ** 2, 0))[None].repeat(32, 0)
+        >>> shade = lambert_shade(dome)
+        >>> bool(shade[16, 10] > 1.0 > shade[16, 22]), float(shade[16, 0])
+        (True, 1.0)
+    """
+    pitch = width / depth.shape[-1]
+    grad_y, grad_x = np.gradient(depth.astype(np.float64), pitch)
+    towards = grad_x * LIGHT[0] + grad_y * LIGHT[1] - LIGHT[2]
+    shade = np.maximum(towards, 0.0) / (np.sqrt(1.0 + grad_x**2 + grad_y**2) * -LIGHT[2])
+    return shade.astype(np.float32)
+
+
 def generate_scene(
-    size: int, rng: np.random.Generator, misregistration: float = 0.0
+    size: int, rng: np.random.Generator, misregistration: float = 0.0, shading: float = 0.0
 ) -> dict[str, np.ndarray]:
     """One scene as numpy arrays (see the module docstring for the recipe).
 
@@ -185,6 +232,9 @@ def generate_scene(
         depth[box][inside] = (plane[box] + (-relief if dome else relief))[inside]
         mask[box][inside] = _class_id(family, dome)
 
+    if shading > 0:  # no random draw: every other value of the scene is the unshaded one's
+        light = np.float32(1 - shading) + np.float32(shading) * lambert_shade(depth)
+        rgb = rgb * light[..., None]
     noise = rng.random((size, size, 4), dtype=np.float32) * 2 - 1  # uniform, std 1/sqrt(3)
     rgb = np.clip(rgb + _RGB_NOISE * np.sqrt(3) * noise[..., :3], 0.0, 1.0)
     depth = depth + _DEPTH_NOISE * np.sqrt(3) * noise[..., 3]
@@ -210,6 +260,7 @@ class SyntheticScenes(torch.utils.data.Dataset):
         size: int = 64,
         seed: int = 0,
         misregistration: float = 0.0,
+        shading: float = 0.0,
     ) -> None:
         if split not in SPLITS:
             expected = ", ".join(SPLITS)
@@ -222,8 +273,10 @@ class SyntheticScenes(torch.utils.data.Dataset):
             raise ConfigError(
                 f"synthetic data misregistration: must be in [0, 0.5], got {misregistration}"
             )
+        if not 0 <= shading <= 1:
+            raise ConfigError(f"data.shading: must be in [0, 1], got {shading}")
         self.num_scenes, self.split, self.size, self.seed = num_scenes, split, size, seed
-        self.misregistration = misregistration
+        self.misregistration, self.shading = misregistration, shading
 
     def __len__(self) -> int:
         return self.num_scenes
@@ -237,7 +290,7 @@ class SyntheticScenes(torch.utils.data.Dataset):
             index += self.num_scenes
         if not 0 <= index < self.num_scenes:
             raise IndexError(f"scene {index} out of range for {self.num_scenes} scenes")
-        scene = generate_scene(self.size, self.generator(index), self.misregistration)
+        scene = generate_scene(self.size, self.generator(index), self.misregistration, self.shading)
         rgb = (scene["rgb"].transpose(2, 0, 1) - RGB_MEAN) / RGB_STD
         depth = (scene["depth"][None] - DEPTH_MEAN) / DEPTH_STD
         return {
@@ -280,6 +333,8 @@ def rgb_alone_miou_bound(masks: Tensor | np.ndarray) -> float:
     The bound takes the background's IoU as 1 and each family's best ``Q`` (about ½ when
     ``D ≈ P``, where the two IoUs are ⅓ each), so for equal areas it is
     ``(1 + 4/3) / 5 ≈ 46.7 %``. Zero fill and imputation of depth are RGB-only predictions too.
+    The bound holds for unshaded scenes (``shading = 0``): shading puts a cue of the relief into
+    RGB.
 
     Example:
         >>> masks = np.array([[0, 1, 2, 3, 4]])  # one pixel of each class

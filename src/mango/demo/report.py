@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from mango.data.synthetic import rgb_alone_miou_bound
-from mango.demo.spec import ATTENTION_OFF, FIGURE_LABELS, MISSING_DEPTH
+from mango.demo.spec import ATTENTION_OFF, DEMO_FILLS, FIGURE_LABELS, MISSING_DEPTH
 from mango.flows import AttentionMap, InvertibleCrossAttention, MangoFlow, attention_disabled
-from mango.models.missing import FILLS, filling
+from mango.models.missing import filling
 from mango.train.run import load_trained, metrics_logs
 
 
@@ -168,7 +168,7 @@ def _missing_section(metrics: dict[str, dict[str, Any]], bound: float | None) ->
     ``bound``, the most mIoU a prediction from RGB alone can expect on the test scenes."""
     from mango.report import Section
 
-    zero, impute = (metrics[MISSING_DEPTH[fill]] for fill in FILLS)
+    zero, impute = (metrics[MISSING_DEPTH[fill]] for fill in DEMO_FILLS)
     full, rgb = metrics["fusion"]["miou"], metrics["rgb_only"]["miou"]
     half = zero["miou"] + (full - zero["miou"]) / 2
     return Section(
@@ -286,7 +286,7 @@ def comparison(metrics: dict[str, dict[str, Any]]) -> str:
     miou = {name: m["miou"] for name, m in metrics.items()}
     best_single = max(miou["rgb_only"], miou["depth_only"])
     listed = ", ".join(f"{name} {value:.1f}" for name, value in miou.items())
-    zero, impute = (miou[MISSING_DEPTH[fill]] for fill in FILLS)
+    zero, impute = (miou[MISSING_DEPTH[fill]] for fill in DEMO_FILLS)
     return (
         f"test mIoU: {listed}. Fusion vs concat {miou['fusion'] - miou['concat']:+.1f}, "
         f"vs the matched transformer {miou['fusion'] - miou['transformer']:+.1f} (one seed), "

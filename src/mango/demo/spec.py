@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mango.models.missing import FILLS
-
 #: the demo's fusion model; the single-modality models change only model.modalities/fusion
 DEMO_CONFIG: dict[str, Any] = {
     "task": "synthetic",
@@ -46,8 +44,10 @@ MODELS = {
 }
 #: the fusion checkpoint evaluated with its cross-modal attention switched off
 ATTENTION_OFF = "fusion_attention_off"
-#: the fusion checkpoint evaluated without depth: zero-filled, and imputed by its flow
-MISSING_DEPTH = {fill: f"fusion_missing_depth_{fill}" for fill in FILLS}
+#: the fusion checkpoint evaluated without depth: zero-filled, and imputed by its flow (the
+#: other fills, mean and regress: docs/density.md)
+DEMO_FILLS = ("zero", "impute")
+MISSING_DEPTH = {fill: f"fusion_missing_depth_{fill}" for fill in DEMO_FILLS}
 #: shorter column titles in the prediction figure
 FIGURE_LABELS = {
     MISSING_DEPTH["zero"]: "no depth: zero fill",

@@ -3,10 +3,13 @@
 A batch may carry ``batch["present"]``: a mapping ``modality -> (B,)`` booleans (a modality not
 listed is present for every sample). Models read it with :func:`presence`, apply the **zero
 rule** to the inputs of absent samples (:func:`zero_absent`: the normalised input becomes 0, a
-text becomes empty) and pass the mask to their fusion. With :func:`filling` set to ``"impute"``,
-every :class:`~mango.models.fusion.FlowFusion` in the model then replaces the absent modalities'
-tokens by the flow's most likely completion; features used outside a flow (e.g. concatenation
-stages) keep the zero rule.
+text becomes empty) and pass the mask to their fusion. :func:`filling` then says what the absent
+modalities' tokens become at every fused stage: ``"zero"`` keeps the zero rule's tokens,
+``"mean"`` and ``"regress"`` put the training mean or the imputer's prediction in their place
+before any fusion (:mod:`mango.models.fusion.filler`), and ``"impute"`` lets every
+:class:`~mango.models.fusion.FlowFusion` replace them by the flow's most likely completion.
+Features used outside the fused stages (e.g. the other concatenation stages of a segmentation
+model) keep the zero rule.
 
 Example:
     >>> batch = {"present": {"depth": torch.tensor([True, False])}}
@@ -29,8 +32,10 @@ from torch import Tensor, nn
 
 from mango.errors import ConfigError
 from mango.models.fusion import FlowFusion, ImputationRecord, ImputationSettings
+from mango.models.fusion.filler import fillers
 
-FILLS = ("zero", "impute")
+#: what absent modalities' tokens become (``--fill``)
+FILLS = ("zero", "mean", "regress", "impute")
 
 
 def presence(
@@ -119,22 +124,52 @@ class ImputationSummary:
 def filling(
     model: nn.Module, fill: str, settings: ImputationSettings | None = None
 ) -> Iterator[ImputationSummary]:
-    """Set how every flow of ``model`` treats absent modalities (``"zero"`` or ``"impute"``).
+    """Set how ``model`` treats absent modalities' tokens (one of :data:`FILLS`).
 
-    Yields an :class:`ImputationSummary` that collects every imputation made inside the block;
-    the previous fill, settings and records are restored on exit.
+    Sets the fill of every filler (``mean``, ``regress``) and every flow (``impute``) of
+    ``model``. Yields an :class:`ImputationSummary` that collects every imputation made inside
+    the block; the previous fills, settings and records are restored on exit.
     """
     if fill not in FILLS:
         raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-    fusions = flow_fusions(model)
+    fusions, held = flow_fusions(model), fillers(model)
     saved = [(f.fill, f.imputation, f.records) for f in fusions]
+    saved_fills = [f.fill for f in held]
     summary = ImputationSummary()
     for fusion in fusions:
         fusion.fill = fill
         fusion.imputation = settings or fusion.imputation
         fusion.records = summary.records
+    for filler in held:
+        filler.fill = fill
     try:
         yield summary
     finally:
         for fusion, (old_fill, old_settings, old_records) in zip(fusions, saved, strict=True):
             fusion.fill, fusion.imputation, fusion.records = old_fill, old_settings, old_records
+        for filler, old in zip(held, saved_fills, strict=True):
+            filler.fill = old
+
+
+def fill_problem(model: nn.Module, fill: str) -> str | None:
+    """Why ``model`` cannot fill absent tokens by ``fill`` (``None``: it can).
+
+    ``impute`` needs a flow; ``mean`` and ``regress`` a fused stage with 2+ modalities;
+    ``mean`` the training means (checkpoints of an earlier mango lack them); ``regress`` the
+    imputer (``model.imputer: true``).
+    """
+    if fill == "impute" and not flow_fusions(model):
+        return "holds a model without a flow"
+    if fill not in ("mean", "regress"):
+        return None
+    held = [f for f in fillers(model) if len(f.tokens) >= 2]
+    if not held:
+        return "holds a model without a fused stage of 2+ modalities to fill"
+    if fill == "mean" and not all(f.has_mean for f in held):
+        return (
+            "holds no training mean of the fused tokens (written by an earlier mango, or never "
+            "trained); retrain it"
+        )
+    if fill == "regress" and not all(f.has_imputer for f in held):
+        return "holds no imputer; train it with model.imputer: true"
+    return None

@@ -19,6 +19,7 @@ from mango.models.fusion import (
     TokenEmbedding,
     build_fusion,
 )
+from mango.models.fusion.filler import ModalityFiller
 from mango.models.heads.segformer import SegFormerHead
 from mango.models.missing import check_noise, noise_control, presence, zero_absent
 from mango.models.task_model import TaskModel, TaskOutput
@@ -43,6 +44,11 @@ class StageFusion(nn.Module):
     position/modality embeddings) -> the fusion :func:`build_fusion` makes -> fused tokens per
     modality -> concatenated per position -> 1x1 conv back to ``C``. So all token fusions share
     the embedding and the read-out, and differ only inside the fusion.
+
+    A ``concat`` stage that is one of the model's fused stages (``fills``) holds a
+    :class:`~mango.models.fusion.filler.ModalityFiller` over its feature maps read as tokens
+    ``(B, h·w, C)``, so ``mean``/``regress`` fills act at the fused stages of every fusion (a
+    token fusion's own filler does it for the others).
     """
 
     def __init__(
@@ -54,13 +60,17 @@ class StageFusion(nn.Module):
         dim: int,
         flow: Mapping[str, Any],
         settings: Mapping[str, Any] | None = None,
+        fills: bool = False,
     ) -> None:
         super().__init__()
         self.mode, self.grid = mode, grid
         length = grid[0] * grid[1]
         self.fusion: Fusion | None = None
+        self.filler: ModalityFiller | None = None
         if mode == "concat":
             self.out: nn.Module = nn.Conv2d(modalities * channels, channels, 1)
+            if fills and modalities > 1:
+                self.filler = ModalityFiller(channels, [length] * modalities)
         elif mode == "single":
             self.out = nn.Identity()
         else:
@@ -74,9 +84,18 @@ class StageFusion(nn.Module):
         self, features: Sequence[Tensor], present: Tensor | None = None
     ) -> tuple[Tensor, FusionOutput | None]:
         """The fused map ``(B, C, h, w)`` and the token fusion's output (its bits/dim and extra
-        loss; ``None`` for ``concat``/``single``); ``present`` ``(B, M)`` lets a flow impute."""
+        loss; for ``concat``/``single`` only the filler's imputer loss in training, else
+        ``None``); ``present`` ``(B, M)`` lets the filler fill and a flow impute."""
         if self.fusion is None:
-            return self.out(torch.cat(list(features), dim=1)), None
+            if self.filler is None:
+                return self.out(torch.cat(list(features), dim=1)), None
+            tokens = [f.flatten(2).transpose(1, 2) for f in features]
+            tokens, loss = self.filler(tokens, present)
+            maps = [
+                t.transpose(1, 2).reshape(f.shape) for t, f in zip(tokens, features, strict=True)
+            ]
+            extra = None if loss is None else FusionOutput([], aux_loss=loss)
+            return self.out(torch.cat(maps, dim=1)), extra
         tokens = [embed(f) for embed, f in zip(self.embed, features, strict=True)]
         fused = self.fusion(tokens, present=present)
         b, (h, w) = features[0].shape[0], self.grid
@@ -97,8 +116,10 @@ class SegmentationFusionModel(TaskModel):
     size (use sliding windows for larger images). ``single`` uses only the first modality.
 
     Absent modalities (``inputs["present"]``, :mod:`mango.models.missing`): their input is
-    zeroed for the absent samples (the zero rule, used by every stage); at the flow-fused stages
-    the flow may impute their tokens instead (``filling(model, "impute")``).
+    zeroed for the absent samples (the zero rule, used by every stage); at the ``fuse_stages``
+    their tokens may instead be the training mean or the imputer's prediction
+    (``filling(model, "mean" | "regress")``, for every fusion), or, at flow-fused stages, the
+    flow's completion (``filling(model, "impute")``).
     """
 
     def __init__(
@@ -144,8 +165,11 @@ class SegmentationFusionModel(TaskModel):
         for s, (c, stride) in enumerate(zip(channels, strides, strict=True)):
             grid = (self.image_size[0] // stride, self.image_size[1] // stride)
             mode = fusion if (s in fuse_stages or fusion == "single") else "concat"
+            fills = s in fuse_stages
             stages.append(
-                StageFusion(mode, c, len(self.modalities), grid, dim, flow or {}, fusion_settings)
+                StageFusion(
+                    mode, c, len(self.modalities), grid, dim, flow or {}, fusion_settings, fills
+                )
             )
         self.stages = nn.ModuleList(stages)
         self.head = SegFormerHead(channels, head_dim, num_classes, dropout=dropout)

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from mango.config import RunConfig
 from mango.errors import ConfigError
+from mango.models.scores import softmax_scores
 from mango.models.task_model import TaskModel, TaskOutput
 from mango.tasks.check import CheckReport
 from mango.tasks.transforms import Sample, Transform
@@ -63,6 +64,13 @@ class Task(ABC, Generic[ConfigT]):
     def predict(self, model: TaskModel, batch: Sample, cfg: ConfigT) -> TaskOutput:
         """Outputs used for evaluation (override for sliding windows, multi-scale, ...)."""
         return model(batch)
+
+    def head_scores(self, outputs: TaskOutput, cfg: ConfigT) -> dict[str, Tensor]:
+        """Per-sample anomaly scores ``(B,)`` of the task head, higher = more anomalous
+        (:mod:`mango.models.scores`): a softmax head's ``neg_msp`` and ``energy`` by default,
+        none for an output without ``logits``."""
+        logits = getattr(outputs, "logits", None)
+        return {} if logits is None else softmax_scores(logits)
 
     def prepare_eval(self, model: TaskModel, cfg: ConfigT) -> ConfigT:
         """Settings chosen on the validation split before evaluating (e.g. a threshold)."""

@@ -24,6 +24,7 @@ from torch.torch_version import TorchVersion
 from mango import __version__
 from mango.errors import CheckpointError, OutputError
 from mango.io import atomic_save
+from mango.models.fusion.filler import is_statistic
 
 #: Earlier mango checkpoints store ``versions["torch"]`` as torch's ``TorchVersion``, a ``str``
 #: subclass (now a plain ``str``); admitting it keeps them loadable. Nothing else is admitted.
@@ -131,9 +132,14 @@ def saved_step(path: str | Path) -> int:
 def check_architecture(
     state_dict: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], source: str | Path
 ) -> None:
-    """Raise a one-line CheckpointError unless ``state_dict`` fits ``model_state`` key by key."""
+    """Raise a one-line CheckpointError unless ``state_dict`` fits ``model_state`` key by key.
+
+    Only the fillers' training statistics may be absent (a checkpoint of an earlier mango,
+    :func:`~mango.models.fusion.filler.is_statistic`): the model keeps its own, unestimated."""
     for key, value in model_state.items():
         if key not in state_dict:
+            if is_statistic(key):
+                continue
             raise CheckpointError(
                 f"{source}: a different architecture: the checkpoint lacks {key!r}"
             )

@@ -1,7 +1,7 @@
 """Which samples lack which modality: evaluation settings, seeded tables and training dropout.
 
 - :class:`MissingSetting` is what ``mango eval|predict --missing MOD[,MOD] [--missing-rate R]
-  --fill zero|impute`` ask for.
+  --fill zero|mean|regress|impute`` ask for (the fills: :mod:`mango.models.missing`).
 - :func:`absent_table` turns it into a per-sample table ``(N, K)`` of booleans (``True`` =
   absent), seeded and a pure function of ``(N, modalities, rate, seed)``: without a rate every
   listed modality is absent for every sample; with rate ``R`` and ``K`` listed modalities,
@@ -16,7 +16,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ from torch.utils.data import Dataset
 from mango.errors import ConfigError, DataError
 from mango.io import atomic_write_text
 from mango.models.fusion import ImputationSettings
-from mango.models.missing import FILLS
-from mango.tasks.base import Sample, Transform
+from mango.models.missing import FILLS, ImputationSummary, fill_problem, filling
+from mango.models.task_model import TaskModel
+from mango.tasks.base import Sample, Task, Transform
 
 #: where imputation's gradient ascent starts (ImputationSettings.start)
 STARTS = ("prior", "zero")
@@ -244,3 +246,39 @@ class ModalityDropout:
                 present[self.modalities[int(draw[1] * len(self.modalities))]] = False
         sample["present"] = present
         return sample
+
+
+def filling_for(
+    model: torch.nn.Module, missing: MissingSetting | None
+) -> AbstractContextManager[ImputationSummary]:
+    """:func:`~mango.models.missing.filling` with ``missing``'s fill and imputation settings
+    (the zero rule without ``missing``)."""
+    return filling(model, missing.fill, missing.impute) if missing else filling(model, "zero")
+
+
+def missing_wrap(
+    task: Task[Any],
+    cfg: Any,
+    split: str,
+    model: TaskModel,
+    missing: MissingSetting | None,
+    checkpoint: str | Path,
+) -> Callable[[Dataset[Sample]], Dataset[Sample]] | None:
+    """The eval-dataset wrapper that makes ``missing``'s modalities absent (``None``: none).
+
+    The table follows the task's shipped order of the split when it has one
+    (:meth:`~mango.tasks.base.Task.missing_order`), else a seeded one. A fill the model
+    cannot make (:func:`~mango.models.missing.fill_problem`) is a one-line error."""
+    if missing is None:
+        return None
+    modalities = list(model.modalities)
+    missing.check(modalities)
+    problem = fill_problem(model, missing.fill)
+    if problem is not None:
+        raise ConfigError(f"--fill {missing.fill}: {checkpoint} {problem}")
+
+    def wrap(dataset: Dataset[Sample]) -> Dataset[Sample]:
+        order = task.missing_order(cfg, split, len(dataset))  # type: ignore[arg-type]
+        return with_missing(dataset, missing, modalities, order)
+
+    return wrap

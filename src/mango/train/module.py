@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from mango.config import RunConfig, dump_yaml
 from mango.errors import DataError, MangoError
 from mango.flows import ActNorm, InvertibleCrossAttention, NonFiniteFlowError
+from mango.models.fusion.filler import attach_imputers, fillers, imputer_parameters
 from mango.models.task_model import TaskModel
 from mango.tasks.base import Sample, Task
 from mango.train.batch import BatchPlan
@@ -170,13 +171,24 @@ def lr_lambda(cfg: RunConfig):
     return factor
 
 
+def build_model(task: Task[Any], cfg: RunConfig) -> TaskModel:
+    """``task.build_model(cfg)``, with the fillers' imputers when ``model.imputer`` is set
+    (:func:`~mango.models.fusion.filler.attach_imputers`: drawn from their own generator, so
+    the task model's initialisation is the same with and without them)."""
+    model = task.build_model(cfg)
+    if cfg.model.imputer:
+        attach_imputers(model)
+    return model
+
+
 class MangoModule(pl.LightningModule):
     """Trains ``task.build_model(cfg)``; validation feeds the task's metric."""
 
     def __init__(self, task: Task[Any], cfg: RunConfig) -> None:
         super().__init__()
         self.task, self.cfg = task, cfg
-        self.model = task.build_model(cfg)
+        self.model = build_model(task, cfg)
+        self.strict_loading = False  # check_architecture is strict but for filler statistics
         self.val_metric = task.metric(cfg)
         self.last_val: dict[str, Any] = {}
         self.val_health = FlowHealthMonitor(self.model)
@@ -318,6 +330,38 @@ class MangoModule(pl.LightningModule):
         for key, value in results.items():
             if isinstance(value, int | float) or (isinstance(value, Tensor) and value.numel() == 1):
                 self.log(f"val/{key}", float(value), prog_bar=key == self.task.monitor)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Fold the step's token sums (every micro-batch, summed over processes) into the
+        fillers' training means (:mod:`mango.models.fusion.filler`)."""
+        reduce = None
+        if _distributed():
+
+            def reduce(tensor: Tensor) -> Tensor:
+                torch.distributed.all_reduce(tensor)
+                return tensor
+
+        for filler in fillers(self.model):
+            filler.commit(reduce)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's clipping; with an imputer, its gradient is clipped on its own, so that the
+        task parameters' clipped gradient is the one they get without an imputer."""
+        imputer = {id(p) for p in imputer_parameters(self.model)}
+        if not imputer or gradient_clip_val is None or gradient_clip_algorithm == "value":
+            return super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        task = [p for p in params if id(p) not in imputer]
+        own = [p for p in params if id(p) in imputer]
+        for part in (task, own):
+            torch.nn.utils.clip_grad_norm_(part, gradient_clip_val)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, self.cfg)

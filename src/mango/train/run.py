@@ -29,7 +29,6 @@ from mango.config import (
 from mango.errors import CheckpointError, ConfigError, Interrupted, MangoError
 from mango.flows import attention_disabled
 from mango.io import atomic_write_json, atomic_write_text
-from mango.models.missing import filling, flow_fusions
 from mango.models.task_model import TaskModel
 from mango.tasks.base import Task, get_task
 from mango.train.batch import BatchPlan
@@ -40,10 +39,12 @@ from mango.train.checkpoint import (
     read_checkpoint,
     saved_step,
 )
+from mango.train.corrupt import CorruptSetting, corruption_wrap
 from mango.train.data import MangoDataModule, eval_loader
+from mango.train.detect import detecting, scores_path
 from mango.train.health import FlowHealthMonitor
-from mango.train.missing import MissingSetting, with_missing
-from mango.train.module import MangoModule
+from mango.train.missing import MissingSetting, filling_for, missing_wrap
+from mango.train.module import MangoModule, build_model
 from mango.train.record import RunRecord, evaluation_record
 
 log = logging.getLogger(__name__)
@@ -239,14 +240,14 @@ def model_from(
         overrides,
         data_dir,
     )
-    model = task.build_model(cfg)
+    model = build_model(task, cfg)
     state = {
         k.removeprefix("model."): v
         for k, v in saved["state_dict"].items()
         if k.startswith("model.")
     }
     check_architecture(state, model.state_dict(), checkpoint)
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=False)  # strict but for the fillers' statistics
     return task, cfg, model.eval()
 
 
@@ -271,6 +272,8 @@ def evaluate(
     progress: bool = True,
     ablate: str | None = None,
     missing: MissingSetting | None = None,
+    corrupt: CorruptSetting | None = None,
+    scores: str | Path | None = None,
 ) -> dict[str, Any]:
     """Metrics of a checkpoint on ``split``; written to ``out`` as JSON when given.
 
@@ -278,15 +281,25 @@ def evaluate(
     ``record`` holds the checkpoint's training record and one of this evaluation
     (:mod:`mango.train.record`).
     ``ablate="attention"`` evaluates with every flow's cross-token attention switched off.
-    ``missing`` makes modalities absent (zero-filled, or imputed by the flow); the setting and,
-    for imputation, its cost and likelihoods are added to the results.
+    ``missing`` makes modalities absent (filled as its ``fill`` says); the setting and, for
+    imputation, its cost and likelihoods are added to the results. ``corrupt`` breaks one
+    modality of a seeded share of the samples and adds the detection AUROCs and the blame
+    (:mod:`mango.train.detect`); the per-sample scores go to ``scores`` (default: beside
+    ``out``).
     """
     if ablate not in (None, *ABLATIONS):
         raise ConfigError(f"--ablate: expected one of {', '.join(ABLATIONS)}, got {ablate!r}")
     began = time.perf_counter()
     saved = read_checkpoint(checkpoint)
     task, cfg, model = model_from(saved, checkpoint, data_dir, overrides)
-    wrap = _missing_wrap(task, cfg, split, model, missing, checkpoint)
+    if corrupt is not None and missing is not None:
+        raise ConfigError("--corrupt: evaluates with every modality present; drop --missing")
+    if scores is not None and corrupt is None:
+        raise ConfigError("--scores: needs --corrupt MOD:KIND[:STRENGTH]")
+    if corrupt is None:
+        wrap = missing_wrap(task, cfg, split, model, missing, checkpoint)
+    else:
+        wrap = corruption_wrap(corrupt, model.modalities)
     device = _device()
     model.to(device)
     cfg = task.prepare_eval(model, cfg)
@@ -297,11 +310,14 @@ def evaluate(
     if ablate and not health:
         raise ConfigError(f"--ablate {ablate}: {checkpoint} holds a model without a flow")
     switched_off = attention_disabled(model) if ablate == "attention" else nullcontext()
-    with health, switched_off, _filling(model, missing) as imputed:
+    detection = detecting(task, cfg, model, corrupt)
+    with health, switched_off, filling_for(model, missing) as imputed, detection as detect:
         for batch in tqdm(loader, desc=f"eval {split}", disable=not progress, leave=False):
             batch = _to_device(batch, device)
             outputs = task.predict(model, batch, cfg)
             task.update_metric(metric, outputs, batch)
+            if detect is not None:
+                detect.update(outputs, batch)
             if outputs.bits_per_dim is not None:
                 bits.append(outputs.bits_per_dim.float().cpu())
     results: dict[str, Any] = dict(metric.compute())
@@ -314,6 +330,8 @@ def evaluate(
         results.update(missing.describe())
         results["missing_table_source"] = loader.dataset.source
         results.update(imputed.as_dict())
+    if detect is not None:
+        results.update(detect.summary(scores_path(out, scores)))
     results.update(task.eval_settings(cfg))
     results["split"] = split
     results["checkpoint"] = str(checkpoint)
@@ -344,7 +362,7 @@ def predict(
     ``missing`` makes modalities absent, as in :func:`evaluate`.
     """
     task, cfg, model = load_trained(checkpoint, data_dir, overrides)
-    wrap = _missing_wrap(task, cfg, split, model, missing, checkpoint)
+    wrap = missing_wrap(task, cfg, split, model, missing, checkpoint)
     device = _device()
     model.to(device)
     out_dir = Path(out_dir)
@@ -353,7 +371,7 @@ def predict(
     try:
         staged: list[Path] = []
         loader = eval_loader(task, cfg, split, wrap=wrap)
-        with _filling(model, missing):
+        with filling_for(model, missing):
             for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
                 batch = _to_device(batch, device)
                 outputs = task.predict(model, batch, cfg)
@@ -365,37 +383,6 @@ def predict(
         return [out_dir / p.relative_to(staging) for p in staged]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _filling(model: torch.nn.Module, missing: MissingSetting | None) -> Any:
-    """:func:`~mango.models.missing.filling` with ``missing``'s fill and imputation settings."""
-    return filling(model, missing.fill, missing.impute) if missing else filling(model, "zero")
-
-
-def _missing_wrap(
-    task: Task[Any],
-    cfg: RunConfig,
-    split: str,
-    model: TaskModel,
-    missing: MissingSetting | None,
-    checkpoint: str | Path,
-) -> Any:
-    """The eval-dataset wrapper that makes ``missing``'s modalities absent (``None``: none).
-
-    The table follows the task's shipped order of the split when it has one
-    (:meth:`~mango.tasks.base.Task.missing_order`), else a seeded one."""
-    if missing is None:
-        return None
-    modalities = list(model.modalities)
-    missing.check(modalities)
-    if missing.fill == "impute" and not flow_fusions(model):
-        raise ConfigError(f"--fill impute: {checkpoint} holds a model without a flow")
-
-    def wrap(dataset: Any) -> Any:
-        order = task.missing_order(cfg, split, len(dataset))
-        return with_missing(dataset, missing, modalities, order)
-
-    return wrap
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

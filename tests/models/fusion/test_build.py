@@ -28,7 +28,7 @@ SHAPES = [
 @pytest.mark.parametrize("name", LAYERED)
 @pytest.mark.parametrize("dim, tokens, grid, flow", SHAPES)
 def test_layered_baselines_are_within_ten_percent_of_the_flow(name, dim, tokens, grid, flow):
-    target = FlowFusion(dim, tokens, **flow).parameter_count()
+    target = FlowFusion(dim, tokens, **flow).parameter_count()  # structural: a size
     fusion = build_fusion(name, dim, tokens, grid, flow)
     assert fusion.name == name and isinstance(fusion, Fusion)
     assert abs(fusion.parameter_count() - target) <= 0.1 * target, (fusion.budget, target)

@@ -14,7 +14,7 @@ PRESENT = torch.tensor([[True, False], [True, True], [False, True]])
 
 def _acting_fusion() -> FlowFusion:
     torch.manual_seed(0)
-    fusion = FlowFusion(4, [4, 4], blocks=1).double()
+    fusion = FlowFusion(4, [4, 4], blocks=1).double()  # perturbed below
     fusion.flow.train()
     fusion.flow(torch.randn(16, 8, 4, dtype=torch.float64))  # ActNorm data init
     perturb(fusion, scale=0.3)

@@ -190,7 +190,7 @@ def test_broken_test_file_keeps_earlier_outputs(
     failing.predict_writes_nothing(checkpoint, root, victim)
 
 
-@pytest.mark.parametrize("fill", ["zero", "impute"])
+@pytest.mark.parametrize("fill", ["zero", "mean", "impute"])
 def test_eval_and_predict_with_a_modality_absent(run: Path, tmp_path: Path, fill: str) -> None:
     checkpoint = str(run / "checkpoints" / "last.ckpt")
     flags = ["--missing", "b", "--missing-rate", "0.25", "--fill", fill]

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from mango.errors import ConfigError
 from mango.models.fusion.budget import Budget
+from mango.models.fusion.filler import ModalityFiller
 
 TokenInput = Sequence[Tensor] | Mapping[str, Tensor]
 
@@ -64,6 +65,12 @@ class Fusion(nn.Module):
     Subclasses set the class attributes and implement :meth:`fuse` on a list of ``(B, L_m, D)``
     tensors whose counts are ``self.tokens``.
 
+    Before :meth:`fuse`, the tokens pass through ``filler`` (a
+    :class:`~mango.models.fusion.filler.ModalityFiller`): it keeps the training mean of each
+    modality's tokens (and, with ``model.imputer``, a regressor of each from the others), and
+    fills absent modalities' tokens with them under ``filling(model, "mean" | "regress")``
+    (:mod:`mango.models.missing`). Its training loss joins ``aux_loss``.
+
     Attributes:
         name: the ``model.fusion`` value that selects it.
         aligned: it needs position-aligned tokens (every ``L_m`` equal).
@@ -97,6 +104,7 @@ class Fusion(nn.Module):
         super().__init__()
         self.dim = dim
         self.tokens = tuple(int(t) for t in tokens)
+        self.filler = ModalityFiller(dim, self.tokens)
         if self.aligned and len(set(self.tokens)) > 1:
             raise ConfigError(
                 f"model.fusion: {self.name} needs position-aligned modalities with equal token "
@@ -104,8 +112,10 @@ class Fusion(nn.Module):
             )
 
     def parameter_count(self) -> int:
-        """Trainable and frozen parameters of the fusion (buffers excluded), shared ones once."""
-        return sum(p.numel() for p in self.parameters())
+        """Trainable and frozen parameters of the fusion (buffers and the filler's imputer
+        excluded), shared ones once."""
+        imputer = {id(p) for p in self.filler.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in imputer)
 
     def forward(
         self, tokens: TokenInput, present: Tensor | None = None, with_nll: bool = True
@@ -125,7 +135,10 @@ class Fusion(nn.Module):
                 f"{type(self).__name__} was built for token counts {list(self.tokens)}, "
                 f"got {list(counts)}"
             )
+        as_tokens, imputer_loss = self.filler(as_tokens, present)
         out = self.fuse(as_tokens, present, with_nll)
+        if imputer_loss is not None:
+            out.aux_loss = imputer_loss if out.aux_loss is None else out.aux_loss + imputer_loss
         out.tokens = [t.squeeze(1) if v else t for t, v in zip(out.tokens, vectors, strict=True)]
         out.names = names
         return out

@@ -14,8 +14,9 @@ from mango.models.fusion.base import Fusion, FusionOutput
 class IdentityFusion(Fusion):
     """The tokens unchanged, no density: :math:`y_m = x_m`.
 
-    ``present`` is accepted for the interface and ignored: absent modalities keep the tokens of
-    their zero-filled input.
+    ``present`` is accepted for the interface and ignored here: absent modalities keep the
+    tokens of their zero-filled input, or what the fusion's filler puts in their place
+    (``mean``/``regress`` fills, :mod:`mango.models.fusion.filler`).
 
     Args:
         dim: token width ``D``.

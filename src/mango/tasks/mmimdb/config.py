@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from mango.config import DataSection, RunConfig, Section
+from mango.config import DataSection, ModelSection, RunConfig
 from mango.models.classification import FUSIONS
 
 
@@ -20,7 +20,7 @@ class MMIMDbData(DataSection):
     flip: bool = Field(True, description="random horizontal poster flips in training")
 
 
-class GenreModelSettings(Section):
+class GenreModelSettings(ModelSection):
     """The classifier: encoders, fusion mode and head."""
 
     fusion: Literal[FUSIONS] = Field(  # type: ignore[valid-type]

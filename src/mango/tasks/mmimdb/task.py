@@ -28,6 +28,7 @@ from torch.utils.data import default_collate
 from mango.errors import ConfigError, DataError
 from mango.io import JsonLinesWriter
 from mango.models.classification import ClassificationOutput, GenreClassifier
+from mango.models.scores import multilabel_scores
 from mango.tasks.base import Sample, Task, Transform
 from mango.tasks.check import CheckReport
 from mango.tasks.mmimdb.config import MMIMDbConfig
@@ -153,6 +154,10 @@ class MMIMDbTask(Task[MMIMDbConfig]):
         from mango.tasks.mmimdb.metrics import MultiLabelF1
 
         return MultiLabelF1(len(GENRES), GENRES, threshold=cfg.model.threshold)
+
+    def head_scores(self, outputs: ClassificationOutput, cfg: MMIMDbConfig) -> dict[str, Tensor]:
+        """Scores of the genres' independent sigmoid heads (multi-label)."""
+        return multilabel_scores(outputs.logits)
 
     def update_metric(
         self, metric: nn.Module, outputs: ClassificationOutput, batch: Sample

@@ -6,12 +6,12 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from mango.config import DataSection, RunConfig, Section
+from mango.config import DataSection, ModelSection, RunConfig
 from mango.models.segmentation import FUSIONS
 from mango.tasks.rgbd.layouts import get_layout
 
 
-class SegmentationModelSettings(Section):
+class SegmentationModelSettings(ModelSection):
     """Model section shared by all segmentation tasks."""
 
     modalities: list[str] = Field(default_factory=lambda: ["rgb", "depth"], min_length=1)
@@ -55,6 +55,13 @@ class SyntheticData(DataSection):
         ge=0,
         le=0.5,
         description="depth shifted against RGB by up to this fraction of the side (0: aligned)",
+    )
+    shading: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="directional share of the light that shades RGB over the depth relief "
+        "(a shape-from-shading cue; 0: flat colours, today's scenes)",
     )
 
 

@@ -170,6 +170,7 @@ class SyntheticTask(_SegmentationTask[SyntheticConfig]):
                 size=cfg.data.size,
                 seed=cfg.data.seed,
                 misregistration=cfg.data.misregistration,
+                shading=cfg.data.shading,
             ),
             split,
         )

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from mango.config import DataSection, LossSettings, RunConfig, Section
+from mango.config import DataSection, LossSettings, ModelSection, RunConfig, Section
 from mango.errors import ConfigError
 from mango.models.translation import FUSIONS
 from mango.tasks.taskonomy.domains import canonical_domain
@@ -79,7 +79,7 @@ class TaskonomyData(DataSection):
         return self
 
 
-class TranslationModelSettings(Section):
+class TranslationModelSettings(ModelSection):
     """The translation network: per-domain encoders, fusion, decoder."""
 
     fusion: Literal[FUSIONS] = Field(  # type: ignore[valid-type]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mango.config import DataSection, RunConfig, Section
+from mango.config import DataSection, ModelSection, RunConfig
 from mango.models.tensors import FUSIONS
 
 
@@ -39,7 +39,7 @@ class TensorsData(DataSection):
         return self
 
 
-class TensorsModelSettings(Section):
+class TensorsModelSettings(ModelSection):
     """Embeddings, fusion mode and head."""
 
     fusion: Literal[FUSIONS] = Field(  # type: ignore[valid-type]

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from mango.errors import ConfigError, DataError
 from mango.io import JsonLinesWriter
 from mango.models.classification import ClassificationOutput
+from mango.models.scores import multilabel_scores, softmax_scores
 from mango.models.tensors import ModalitySpec, Standardize, TensorClassifier
 from mango.tasks.base import Sample, Task, Transform
 from mango.tasks.check import CheckReport
@@ -181,6 +182,12 @@ class TensorsTask(Task[TensorsConfig]):
         from mango.tasks.mmimdb.metrics import MultiLabelF1
 
         return MultiLabelF1(len(names), names, cfg.model.threshold, per_label_key="per_class_f1")
+
+    def head_scores(self, outputs: ClassificationOutput, cfg: TensorsConfig) -> dict[str, Tensor]:
+        """Softmax scores for a multi-class target, sigmoid-head scores for a multi-label one."""
+        if cfg.data.target == "multilabel":
+            return multilabel_scores(outputs.logits)
+        return softmax_scores(outputs.logits)
 
     def update_metric(
         self, metric: nn.Module, outputs: ClassificationOutput, batch: Sample
