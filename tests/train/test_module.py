@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mango.testing.flows import perturb
 from mango.train.module import MangoModule, NonFiniteError, lr_lambda
 from mango.train.run import load_config
 
@@ -41,6 +42,25 @@ def test_finite_step_returns_task_loss_plus_weighted_nll():
     out = module.model(batch)
     expected = module.task.loss(out, batch) + 0.5 * out.bits_per_dim.mean()
     assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_the_nll_is_fitted_to_complete_samples_only():
+    """A sample without a modality carries the zero rule's tokens, not data (docs/missing.md)."""
+    module, batch = _module("loss.nll_weight=0.5")
+    module.train().model(batch)  # ActNorm init
+    perturb(module.model, scale=0.05)  # a flow that acts: a fresh one gives every sample one NLL
+    module.eval()
+    batch["present"] = {"rgb": torch.tensor([True, True]), "depth": torch.tensor([True, False])}
+    torch.manual_seed(0)
+    loss = module.training_step(batch, 0)
+    out = module.model(batch)
+    expected = module.task.loss(out, batch) + 0.5 * out.bits_per_dim[0]
+    assert torch.allclose(loss, expected, atol=1e-6)
+    assert not torch.allclose(out.bits_per_dim[0], out.bits_per_dim.mean())  # it can tell
+    batch["present"]["rgb"] = torch.tensor([False, True])  # no complete sample: no NLL
+    loss = module.training_step(batch, 0)
+    out = module.model(batch)
+    assert torch.allclose(loss, module.task.loss(out, batch), atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from mango.config import RunConfig, dump_yaml
 from mango.errors import DataError, MangoError
 from mango.flows import ActNorm, InvertibleCrossAttention, NonFiniteFlowError
 from mango.models.fusion.filler import attach_imputers, fillers, imputer_parameters
+from mango.models.missing import presence
 from mango.models.task_model import TaskModel
 from mango.tasks.base import Sample, Task
 from mango.train.batch import BatchPlan
@@ -250,7 +251,7 @@ class MangoModule(pl.LightningModule):
         except NonFiniteFlowError:
             return self._non_finite(batch, "flow tokens")
         task_loss = self.task.loss(outputs, batch)
-        bits = outputs.bits_per_dim.mean() if outputs.bits_per_dim is not None else None
+        bits = None if outputs.bits_per_dim is None else self._nll(outputs.bits_per_dim, batch)
         loss = task_loss
         if bits is not None and self.cfg.loss.nll_weight > 0:
             loss = loss + self.cfg.loss.nll_weight * bits
@@ -261,6 +262,19 @@ class MangoModule(pl.LightningModule):
                 batch, "task loss" if not torch.isfinite(task_loss) else "flow NLL or fusion loss"
             )
         return loss, task_loss, bits
+
+    def _nll(self, bits: Tensor, batch: Sample) -> Tensor:
+        """The flow's training NLL: the mean bits/dim of the samples that have every modality.
+
+        A sample that lacks one (``data.modality_dropout``, ``data.missing``) carries the zero
+        rule's tokens, not data: fitting the density to them would teach it the "absent"
+        pattern that imputation and corruption detection must tell apart (docs/missing.md).
+        """
+        present = presence(batch, self.model.modalities, bits.shape[0], bits.device)
+        if present is None:
+            return bits.mean()
+        complete = present.all(1)
+        return bits[complete].mean() if bool(complete.any()) else bits.sum() * 0.0
 
     def _stop_on_failure(self, problem: Problem | None) -> None:
         """Raise on every rank, before any rank enters a collective, if any rank has a problem.
