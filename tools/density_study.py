@@ -1,0 +1,186 @@
+"""``make density-study``: what the exact density buys, measured (issue #27, docs/density.md).
+
+For each shading ``s``, modality-dropout rate and seed it trains the config (with
+``model.imputer: true``, so every fill is available) and evaluates the checkpoint:
+
+- complete inputs;
+- each modality absent, under each fill (``zero``, ``mean``, ``regress``, ``impute``);
+- each modality corrupted by each kind (``noise``, ``blank``, ``shift``, ``swap``, ``scale``).
+
+Every evaluation is the same as ``mango eval --checkpoint CKPT ... --out FILE`` (the function
+behind it runs in this process). A run or an evaluation whose file exists is not redone, so an
+interrupted study resumes where it stopped. The summary (``summary.md``, ``summary.json`` in
+``--out``) gives per arm the mean ± sd over seeds of each fill's score, the paired difference
+of ``impute`` against every other fill with its 95 % Student-t interval, each corruption's
+AUROC per score and the blame accuracy.
+
+Run: ``python tools/density_study.py --out runs/density`` (defaults: configs/demo.yaml,
+``s`` in 0 and 0.5, dropout 0 and 0.3, seeds 0 1 2); a tool of the source checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mango.ablate import paired_interval
+from mango.train.corrupt import CorruptSetting
+from mango.train.missing import MissingSetting
+from mango.train.run import evaluate, load_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+FILLS = ("zero", "mean", "regress", "impute")
+KINDS = ("noise", "blank", "shift", "swap", "scale")
+SCORES = ("bits_per_dim", "neg_msp", "energy", "gain_bits")
+
+
+def arm_name(shading: float, dropout: float) -> str:
+    return f"s{shading:g}-drop{dropout:g}"
+
+
+def evaluations(modalities: list[str]) -> dict[str, tuple[MissingSetting | None, Any]]:
+    """Every evaluation of one checkpoint: name -> (missing setting, corrupt setting)."""
+    plan: dict[str, tuple[MissingSetting | None, Any]] = {"full": (None, None)}
+    for absent in modalities:
+        for fill in FILLS:
+            plan[f"no-{absent}-{fill}"] = (MissingSetting.parse(absent, None, fill), None)
+    for broken in modalities:
+        for kind in KINDS:
+            plan[f"corrupt-{broken}-{kind}"] = (
+                None,
+                CorruptSetting.parse(f"{broken}:{kind}", None, None),
+            )
+    return plan
+
+
+def run_one(
+    config: Path, run: Path, overrides: list[str], modalities: list[str], parts: list[str]
+) -> None:
+    """Train (unless done) and evaluate (each file of ``parts`` unless done) one seed of one arm."""
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    if not checkpoint.exists():
+        began = time.perf_counter()
+        task, cfg = load_config(config, overrides)
+        train(task, cfg, run, progress=False)
+        print(f"  trained {run} in {time.perf_counter() - began:.0f} s", flush=True)
+    for name, (missing, corrupt) in evaluations(modalities).items():
+        out = run / f"{name}.json"
+        part = "corrupt" if name.startswith("corrupt-") else "fills"
+        if out.exists() or part not in parts:
+            continue
+        began = time.perf_counter()
+        evaluate(checkpoint, out=out, progress=False, missing=missing, corrupt=corrupt)
+        print(f"  {name} in {time.perf_counter() - began:.0f} s", flush=True)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {sd:.2f}"
+
+
+def _interval(d: dict[str, Any]) -> str:
+    if d["mean"] is None:
+        return "–"
+    if d["low"] is None:
+        return f"{d['mean']:+.2f}"
+    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+
+
+def summarise(out: Path, arms: list[str], seeds: list[int], modalities: list[str], metric: str):
+    """``summary.md`` and ``summary.json`` from the evaluation files under ``out``."""
+    lines = [f"# Density study ({metric}; mean ± sd over seeds {seeds})", ""]
+    data: dict[str, Any] = {}
+    for arm in arms:
+        runs = [out / arm / f"seed{seed}" for seed in seeds]
+        score = {
+            name: [_read(r / f"{name}.json").get(metric) for r in runs]
+            for name in evaluations(modalities)
+        }
+        data[arm] = score
+        lines += [f"## {arm}", "", "| inputs | fill | score | impute − this fill [95 % CI] |"]
+        lines += ["|---|---|---|---|"]
+        full = [v for v in score["full"] if v is not None]
+        lines.append(f"| complete | – | {_spread(full)} | |")
+        for absent in modalities:
+            impute = score[f"no-{absent}-impute"]
+            for fill in FILLS:
+                values = score[f"no-{absent}-{fill}"]
+                pairs = [(a, b) for a, b in zip(impute, values, strict=True) if None not in (a, b)]
+                diff = paired_interval([a for a, _ in pairs], [b for _, b in pairs])
+                shown = _interval(diff) if fill != "impute" else ""
+                kept = [v for v in values if v is not None]
+                lines.append(f"| without {absent} | {fill} | {_spread(kept)} | {shown} |")
+        lines += ["", "| corrupted | " + " | ".join(SCORES) + " | blame accuracy |"]
+        lines += ["|---" * (len(SCORES) + 2) + "|"]
+        for broken in modalities:
+            for kind in KINDS:
+                results = [_read(r / f"corrupt-{broken}-{kind}.json") for r in runs]
+                cells = []
+                for key in SCORES:
+                    values = [
+                        r["detection_auroc"].get(key) for r in results if r.get("detection_auroc")
+                    ]
+                    cells.append(_spread([v for v in values if v is not None]))
+                blame = [r.get("blame_accuracy") for r in results]
+                cells.append(_spread([v for v in blame if v is not None]))
+                lines.append(f"| {broken}: {kind} | " + " | ".join(cells) + " |")
+        lines.append("")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(data, indent=1) + "\n")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
+    parser.add_argument("--shading", type=float, nargs="+", default=[0.0, 0.5])
+    parser.add_argument("--dropout", type=float, nargs="+", default=[0.0, 0.3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--metric", default="miou", help="the task score in the eval JSON")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("fills", "corrupt"),
+        default=["fills", "corrupt"],
+        help="which evaluations to run (fills: complete and absent inputs; corrupt: --corrupt)",
+    )
+    parser.add_argument("--summary-only", action="store_true", help="only rebuild the summary")
+    args = parser.parse_args(argv)
+    _, cfg = load_config(args.config, [])
+    modalities = list(cfg.model.modalities)
+    arms = []
+    for shading in args.shading:
+        for dropout in args.dropout:
+            arm = arm_name(shading, dropout)
+            arms.append(arm)
+            if args.summary_only:
+                continue
+            for seed in args.seeds:
+                print(f"{arm} seed {seed}", flush=True)
+                overrides = [
+                    f"data.shading={shading}",
+                    f"data.modality_dropout={dropout}",
+                    "model.imputer=true",
+                    f"trainer.seed={seed}",
+                ]
+                run_one(
+                    args.config, args.out / arm / f"seed{seed}", overrides, modalities, args.parts
+                )
+    print(summarise(args.out, arms, args.seeds, modalities, args.metric))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
