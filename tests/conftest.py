@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 
 class Payload:
@@ -77,3 +79,13 @@ def offline_encoder_overrides(tmp_path: Path) -> list[str]:
         torch.save(MobileNetV2().state_dict(), weights)
         overrides.append(f"model.image_weights={weights}")
     return overrides
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models: one thread is as fast and avoids OpenMP stalls on a busy 2-core machine
+    (``pytestmark = pytest.mark.usefixtures("one_thread")`` in a test file)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,22 +8,13 @@ own (a swap between samples of two symmetric modalities) could not be, by symmet
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from mango.models.fusion import FlowFusion
 from mango.models.scores import recording_gains
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one thread is as fast and avoids OpenMP stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pairs(n: int, generator: torch.Generator) -> list[torch.Tensor]:

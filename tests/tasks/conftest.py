@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
 
 from mango.cli import main
 
@@ -58,15 +57,6 @@ class FailingCommand:
         # Nothing from the failed run: no partial predictions, no staging folder beside --out.
         assert [p.name for p in out.iterdir()] == ["keep.txt"]
         assert not [p for p in self.tmp_path.iterdir() if p.name.startswith(".")]
-
-
-@pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models: one thread is as fast and avoids OpenMP stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

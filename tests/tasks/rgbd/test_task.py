@@ -15,12 +15,7 @@ ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = {"nyudv2": write_nyudv2_fixture, "sunrgbd": write_sunrgbd_fixture}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained(layout: str, tmp_path: Path, steps: int) -> tuple[Path, Path]:
