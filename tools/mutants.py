@@ -489,17 +489,29 @@ def copy_tree(destination: Path) -> None:
         shutil.copy2(ROOT / name, destination / name)
 
 
+def _pytest(copy: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """pytest in ``copy`` with its ``src`` first on the path."""
+    env = {**os.environ, "PYTHONPATH": str(copy / "src")}
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::UserWarning",
+    ]
+    return subprocess.run([*command, *args], cwd=copy, env=env, capture_output=True, text=True)
+
+
 def run_mutant(mutant: Mutant, copy: Path) -> Outcome:
     """Apply ``mutant`` to ``copy``, run its tests there, revert."""
     target = copy / "src" / "mango" / mutant.path
     original = target.read_text()
     target.write_text(mutant.apply(original))
-    env = {**os.environ, "PYTHONPATH": str(copy / "src")}
-    command = [sys.executable, "-m", "pytest", "-x", "-p", "no:cacheprovider"]
-    command += ["-W", "ignore::UserWarning", *mutant.tests]
     began = time.perf_counter()
     try:
-        result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
+        result = _pytest(copy, ["-x", *mutant.tests])
     finally:
         target.write_text(original)
     seconds = time.perf_counter() - began
@@ -511,11 +523,7 @@ def run_mutant(mutant: Mutant, copy: Path) -> Outcome:
 
 def check_clean(copy: Path) -> str:
     """The mapped tests pass on the unmutated copy (otherwise every mutant looks killed)."""
-    tests = sorted({t for m in MUTANTS for t in m.tests})
-    env = {**os.environ, "PYTHONPATH": str(copy / "src")}
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
-    command += ["-W", "ignore::UserWarning", *tests]
-    result = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True)
+    result = _pytest(copy, sorted({t for m in MUTANTS for t in m.tests}))
     last = (result.stdout + result.stderr).strip().splitlines()[-1]
     if result.returncode != 0:
         raise SystemExit(f"mango mutants: the mapped tests fail without any mutant: {last}")
