@@ -7,6 +7,10 @@ For each shading ``s``, modality-dropout rate and seed it trains the config (wit
 - each modality absent, under each fill (``zero``, ``mean``, ``regress``, ``impute``);
 - each modality corrupted by each kind (``noise``, ``blank``, ``shift``, ``swap``, ``scale``).
 
+For each shading and seed it also trains a model on each modality alone (``model.fusion=single``,
+``model.modalities=[m]``, without dropout) and evaluates it on complete inputs: what a model
+trained on the present modality scores, beside every fill of the absent one.
+
 Every evaluation is the same as ``mango eval --checkpoint CKPT ... --out FILE`` (the function
 behind it runs in this process). A run or an evaluation whose file exists is not redone, so an
 interrupted study resumes where it stopped. The summary (``summary.md``, ``summary.json`` in
@@ -28,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mango.ablate import paired_interval
+from mango.ablate import interval_text, paired_interval
 from mango.train.corrupt import CorruptSetting
 from mango.train.missing import MissingSetting
 from mango.train.run import evaluate, load_config, train
@@ -41,6 +45,23 @@ SCORES = ("bits_per_dim", "neg_msp", "energy", "gain_bits")
 
 def arm_name(shading: float, dropout: float) -> str:
     return f"s{shading:g}-drop{dropout:g}"
+
+
+def alone_name(shading: float, modality: str) -> str:
+    """The arm of the model trained on ``modality`` alone."""
+    return f"s{shading:g}-only-{modality}"
+
+
+def run_alone(config: Path, run: Path, overrides: list[str]) -> None:
+    """Train (unless done) a one-modality model and evaluate it on complete inputs."""
+    checkpoint, out = run / "checkpoints" / "last.ckpt", run / "full.json"
+    if not checkpoint.exists():
+        began = time.perf_counter()
+        task, cfg = load_config(config, overrides)
+        train(task, cfg, run, progress=False)
+        print(f"  trained {run} in {time.perf_counter() - began:.0f} s", flush=True)
+    if not out.exists():
+        evaluate(checkpoint, out=out, progress=False)
 
 
 def evaluations(modalities: list[str]) -> dict[str, tuple[MissingSetting | None, Any]]:
@@ -89,25 +110,35 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {sd:.2f}"
 
 
-def _interval(d: dict[str, Any]) -> str:
-    if d["mean"] is None:
-        return "–"
-    if d["low"] is None:
-        return f"{d['mean']:+.2f}"
-    return f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
+def _fill_line(label: str, values: list, impute: list, fill: str) -> str:
+    """One table line: the label's cells, mean ± sd, and impute − values paired over seeds."""
+    pairs = [(a, b) for a, b in zip(impute, values, strict=True) if None not in (a, b)]
+    diff = paired_interval([a for a, _ in pairs], [b for _, b in pairs])
+    shown = interval_text(diff) if fill != "impute" else ""
+    return f"| {label} | {_spread([v for v in values if v is not None])} | {shown} |"
 
 
-def summarise(out: Path, arms: list[str], seeds: list[int], modalities: list[str], metric: str):
-    """``summary.md`` and ``summary.json`` from the evaluation files under ``out``."""
+def _scores(out: Path, arm: str, seeds: list[int], names: list[str], metric: str):
+    """{evaluation: [its ``metric`` per seed, ``None`` where not run]} of one arm."""
+    runs = [out / arm / f"seed{seed}" for seed in seeds]
+    return {name: [_read(r / f"{name}.json").get(metric) for r in runs] for name in names}
+
+
+def summarise(
+    out: Path, arms: list[tuple[str, float]], seeds: list[int], modalities: list[str], metric: str
+):
+    """``summary.md`` and ``summary.json`` from the evaluation files under ``out``; ``arms``
+    are (name, shading) pairs."""
     lines = [f"# Density study ({metric}; mean ± sd over seeds {seeds})", ""]
     data: dict[str, Any] = {}
-    for arm in arms:
+    for arm, shading in arms:
         runs = [out / arm / f"seed{seed}" for seed in seeds]
-        score = {
-            name: [_read(r / f"{name}.json").get(metric) for r in runs]
-            for name in evaluations(modalities)
+        score = _scores(out, arm, seeds, list(evaluations(modalities)), metric)
+        alone = {
+            m: _scores(out, alone_name(shading, m), seeds, ["full"], metric)["full"]
+            for m in modalities
         }
-        data[arm] = score
+        data[arm] = {**score, **{f"only-{m}": v for m, v in alone.items()}}
         lines += [f"## {arm}", "", "| inputs | fill | score | impute − this fill [95 % CI] |"]
         lines += ["|---|---|---|---|"]
         full = [v for v in score["full"] if v is not None]
@@ -116,11 +147,10 @@ def summarise(out: Path, arms: list[str], seeds: list[int], modalities: list[str
             impute = score[f"no-{absent}-impute"]
             for fill in FILLS:
                 values = score[f"no-{absent}-{fill}"]
-                pairs = [(a, b) for a, b in zip(impute, values, strict=True) if None not in (a, b)]
-                diff = paired_interval([a for a, _ in pairs], [b for _, b in pairs])
-                shown = _interval(diff) if fill != "impute" else ""
-                kept = [v for v in values if v is not None]
-                lines.append(f"| without {absent} | {fill} | {_spread(kept)} | {shown} |")
+                lines.append(_fill_line(f"without {absent} | {fill}", values, impute, fill))
+            for present in (m for m in modalities if m != absent):
+                label = f"without {absent} | model trained on {present} alone"
+                lines.append(_fill_line(label, alone[present], impute, "alone"))
         lines += ["", "| corrupted | " + " | ".join(SCORES) + " | blame accuracy |"]
         lines += ["|---" * (len(SCORES) + 2) + "|"]
         for broken in modalities:
@@ -158,13 +188,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the summary")
     args = parser.parse_args(argv)
+    if args.summary_only and not args.out.is_dir():
+        parser.error(f"--out {args.out}: no study there to summarise")
     _, cfg = load_config(args.config, [])
     modalities = list(cfg.model.modalities)
     arms = []
     for shading in args.shading:
+        for modality in modalities if "fills" in args.parts and not args.summary_only else []:
+            for seed in args.seeds:
+                print(f"{alone_name(shading, modality)} seed {seed}", flush=True)
+                overrides = [
+                    f"data.shading={shading}",
+                    "model.fusion=single",
+                    f"model.modalities=[{modality}]",
+                    f"trainer.seed={seed}",
+                ]
+                run_dir = args.out / alone_name(shading, modality) / f"seed{seed}"
+                run_alone(args.config, run_dir, overrides)
         for dropout in args.dropout:
             arm = arm_name(shading, dropout)
-            arms.append(arm)
+            arms.append((arm, shading))
             if args.summary_only:
                 continue
             for seed in args.seeds:

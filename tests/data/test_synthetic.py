@@ -303,6 +303,38 @@ def test_a_light_from_the_left_lights_domes_on_the_left_and_pits_on_the_right() 
     assert np.mean(votes["dome"]) > 0.85 and np.mean(votes["pit"]) < 0.15
 
 
+def _flank_rule_accuracy(shading: float, scenes: int = 100) -> float:
+    """Share of test objects (visible parts of ≥ 20 px) whose dome or pit the rule "the left
+    half is brighter than the right half → dome" gets right, from the RGB image as a model sees
+    it (albedo, pixel noise, misregistered depth) and the true object mask."""
+    from scipy.ndimage import label
+
+    data = SyntheticScenes(scenes, "test", 64, misregistration=0.125, shading=shading)
+    right = []
+    for index in range(scenes):
+        scene = generate_scene(64, data.generator(index), 0.125, shading)
+        value = scene["rgb"].max(-1)  # HSV value: the shade scales it, hue stays
+        for class_id in range(1, NUM_CLASSES):
+            parts, count = label(scene["mask"] == class_id)
+            for part in range(1, count + 1):
+                rows, cols = np.nonzero(parts == part)
+                if len(cols) < 20:
+                    continue
+                left = cols < cols.mean()
+                brighter = (
+                    value[rows[left], cols[left]].mean() > value[rows[~left], cols[~left]].mean()
+                )
+                right.append(brighter == ("dome" in CLASS_NAMES[class_id]))
+    return float(np.mean(right))
+
+
+def test_the_shading_cue_is_readable_from_the_rgb_image_alone() -> None:
+    """At the study's s = 0.5 a per-object rule on the observed RGB tells dome from pit (98 % of
+    300 test scenes' objects; docs/density.md); without shading it is a coin toss (52 %)."""
+    assert _flank_rule_accuracy(0.5) > 0.9
+    assert 0.35 < _flank_rule_accuracy(0.0) < 0.65
+
+
 def test_lambert_shade_of_a_flat_and_a_tilted_surface() -> None:
     from mango.data.synthetic import lambert_shade
 
