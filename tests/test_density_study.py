@@ -44,6 +44,8 @@ def test_summary_pairs_impute_with_every_fill_and_the_one_modality_model(tmp_pat
             tmp_path / TOOL.alone_name(0.5, "rgb") / f"seed{seed}" / "full.json",
             {"miou": alone[seed]},
         )
+        if seed == 0:
+            _write(run / "corrupt-depth-blank.json", {"detection_auroc": {"bits_per_dim": 0.2}})
         _write(
             run / "corrupt-depth-noise.json",
             {
@@ -63,6 +65,8 @@ def test_summary_pairs_impute_with_every_fill_and_the_one_modality_model(tmp_pat
     assert "| complete | – | 81.00 ± 1.00 | |" in lines
     noise = next(line for line in lines if line.startswith("| depth: noise |"))
     assert noise == "| depth: noise | 0.95 ± 0.05 | 0.50 ± 0.00 | – | – | 1.00 ± 0.00 |"
+    blank = next(line for line in lines if line.startswith("| depth: blank |"))
+    assert blank == "| depth: blank | 0.20 (n=1) | – | – | – | – |"  # one seed: said so
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved[arm]["only-rgb"] == alone
     assert (tmp_path / "summary.md").read_text() == text + "\n"

@@ -103,11 +103,16 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _spread(values: list[float]) -> str:
-    if not values:
+def _spread(values: list[float | None]) -> str:
+    """Mean ± sd of the seeds that have a value (the mean alone for one), with ``(n=k)`` when
+    some seed has none."""
+    kept = [v for v in values if v is not None]
+    if not kept:
         return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {sd:.2f}"
+    shown = f"{statistics.fmean(kept):.2f}"
+    if len(kept) > 1:  # one seed has no spread
+        shown += f" ± {statistics.stdev(kept):.2f}"
+    return shown if len(kept) == len(values) else f"{shown} (n={len(kept)})"
 
 
 def _fill_line(label: str, values: list, impute: list, fill: str) -> str:
@@ -115,7 +120,7 @@ def _fill_line(label: str, values: list, impute: list, fill: str) -> str:
     pairs = [(a, b) for a, b in zip(impute, values, strict=True) if None not in (a, b)]
     diff = paired_interval([a for a, _ in pairs], [b for _, b in pairs])
     shown = interval_text(diff) if fill != "impute" else ""
-    return f"| {label} | {_spread([v for v in values if v is not None])} | {shown} |"
+    return f"| {label} | {_spread(values)} | {shown} |"
 
 
 def _scores(out: Path, arm: str, seeds: list[int], names: list[str], metric: str):
@@ -141,8 +146,7 @@ def summarise(
         data[arm] = {**score, **{f"only-{m}": v for m, v in alone.items()}}
         lines += [f"## {arm}", "", "| inputs | fill | score | impute − this fill [95 % CI] |"]
         lines += ["|---|---|---|---|"]
-        full = [v for v in score["full"] if v is not None]
-        lines.append(f"| complete | – | {_spread(full)} | |")
+        lines.append(f"| complete | – | {_spread(score['full'])} | |")
         for absent in modalities:
             impute = score[f"no-{absent}-impute"]
             for fill in FILLS:
@@ -158,12 +162,8 @@ def summarise(
                 results = [_read(r / f"corrupt-{broken}-{kind}.json") for r in runs]
                 cells = []
                 for key in SCORES:
-                    values = [
-                        r["detection_auroc"].get(key) for r in results if r.get("detection_auroc")
-                    ]
-                    cells.append(_spread([v for v in values if v is not None]))
-                blame = [r.get("blame_accuracy") for r in results]
-                cells.append(_spread([v for v in blame if v is not None]))
+                    cells.append(_spread([r.get("detection_auroc", {}).get(key) for r in results]))
+                cells.append(_spread([r.get("blame_accuracy") for r in results]))
                 lines.append(f"| {broken}: {kind} | " + " | ".join(cells) + " |")
         lines.append("")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
