@@ -80,7 +80,12 @@ def evaluations(modalities: list[str]) -> dict[str, tuple[MissingSetting | None,
 
 
 def run_one(
-    config: Path, run: Path, overrides: list[str], modalities: list[str], parts: list[str]
+    config: Path,
+    run: Path,
+    overrides: list[str],
+    modalities: list[str],
+    parts: list[str],
+    eval_batch: int,
 ) -> None:
     """Train (unless done) and evaluate (each file of ``parts`` unless done) one seed of one arm."""
     checkpoint = run / "checkpoints" / "last.ckpt"
@@ -95,7 +100,10 @@ def run_one(
         if out.exists() or part not in parts:
             continue
         began = time.perf_counter()
-        evaluate(checkpoint, out=out, progress=False, missing=missing, corrupt=corrupt)
+        batch = [f"trainer.eval_batch_size={eval_batch}"]
+        evaluate(
+            checkpoint, out=out, overrides=batch, progress=False, missing=missing, corrupt=corrupt
+        )
         print(f"  {name} in {time.perf_counter() - began:.0f} s", flush=True)
 
 
@@ -186,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         default=["fills", "corrupt"],
         help="which evaluations to run (fills: complete and absent inputs; corrupt: --corrupt)",
     )
+    parser.add_argument(
+        "--eval-batch",
+        type=int,
+        default=64,
+        help="samples per evaluation batch (every score is per sample, so it changes only the "
+        "speed; the blame's searches run about 1.6x faster at 64 than at 16 on 2 CPU cores)",
+    )
     parser.add_argument("--summary-only", action="store_true", help="only rebuild the summary")
     args = parser.parse_args(argv)
     if args.summary_only and not args.out.is_dir():
@@ -218,9 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                     "model.imputer=true",
                     f"trainer.seed={seed}",
                 ]
-                run_one(
-                    args.config, args.out / arm / f"seed{seed}", overrides, modalities, args.parts
-                )
+                run_dir = args.out / arm / f"seed{seed}"
+                run_one(args.config, run_dir, overrides, modalities, args.parts, args.eval_batch)
     print(summarise(args.out, arms, args.seeds, modalities, args.metric))
     return 0
 
