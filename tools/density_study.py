@@ -47,6 +47,17 @@ def arm_name(shading: float, dropout: float) -> str:
     return f"s{shading:g}-drop{dropout:g}"
 
 
+def trained(config: Path, run: Path, overrides: list[str]) -> Path:
+    """The checkpoint of ``run``, trained from ``config`` with ``overrides`` unless it exists."""
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    if not checkpoint.exists():
+        began = time.perf_counter()
+        task, cfg = load_config(config, overrides)
+        train(task, cfg, run, progress=False)
+        print(f"  trained {run} in {time.perf_counter() - began:.0f} s", flush=True)
+    return checkpoint
+
+
 def alone_name(shading: float, modality: str) -> str:
     """The arm of the model trained on ``modality`` alone."""
     return f"s{shading:g}-only-{modality}"
@@ -54,12 +65,7 @@ def alone_name(shading: float, modality: str) -> str:
 
 def run_alone(config: Path, run: Path, overrides: list[str]) -> None:
     """Train (unless done) a one-modality model and evaluate it on complete inputs."""
-    checkpoint, out = run / "checkpoints" / "last.ckpt", run / "full.json"
-    if not checkpoint.exists():
-        began = time.perf_counter()
-        task, cfg = load_config(config, overrides)
-        train(task, cfg, run, progress=False)
-        print(f"  trained {run} in {time.perf_counter() - began:.0f} s", flush=True)
+    checkpoint, out = trained(config, run, overrides), run / "full.json"
     if not out.exists():
         evaluate(checkpoint, out=out, progress=False)
 
@@ -88,12 +94,7 @@ def run_one(
     eval_batch: int,
 ) -> None:
     """Train (unless done) and evaluate (each file of ``parts`` unless done) one seed of one arm."""
-    checkpoint = run / "checkpoints" / "last.ckpt"
-    if not checkpoint.exists():
-        began = time.perf_counter()
-        task, cfg = load_config(config, overrides)
-        train(task, cfg, run, progress=False)
-        print(f"  trained {run} in {time.perf_counter() - began:.0f} s", flush=True)
+    checkpoint = trained(config, run, overrides)
     for name, (missing, corrupt) in evaluations(modalities).items():
         out = run / f"{name}.json"
         part = "corrupt" if name.startswith("corrupt-") else "fills"
