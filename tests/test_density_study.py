@@ -1,6 +1,7 @@
 """The summary of ``make density-study`` (tools/density_study.py), from constructed evaluation
 files: each fill's spread, impute − fill paired over seeds, the one-modality models' rows, the
-corruption cells, and a one-line refusal of ``--summary-only`` without a study."""
+corruption cells (bits/dim against −MSP paired over seeds), and a one-line refusal of
+``--summary-only`` without a study."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def test_summary_pairs_impute_with_every_fill_and_the_one_modality_model(tmp_pat
         _write(
             run / "corrupt-depth-noise.json",
             {
+                "miou": 60.0 + seed,
                 "detection_auroc": {"bits_per_dim": 0.9 + 0.05 * seed, "neg_msp": 0.5},
                 "blame_accuracy": 1.0,
             },
@@ -64,9 +66,13 @@ def test_summary_pairs_impute_with_every_fill_and_the_one_modality_model(tmp_pat
     assert "| without depth | mean | – | – |" in lines  # not run: no cell invented
     assert "| complete | – | 81.00 ± 1.00 | |" in lines
     noise = next(line for line in lines if line.startswith("| depth: noise |"))
-    assert noise == "| depth: noise | 0.95 ± 0.05 | 0.50 ± 0.00 | – | – | 1.00 ± 0.00 |"
+    # bits/dim − (−MSP) = 0.40, 0.45, 0.50: mean 0.45, sd 0.05, 0.45 ∓ 4.303 · 0.05/√3
+    assert noise == (
+        "| depth: noise | 61.00 ± 1.00 | 0.95 ± 0.05 | 0.50 ± 0.00 | – | – | 1.00 ± 0.00 "
+        "| +0.45 [+0.33, +0.57] |"
+    )
     blank = next(line for line in lines if line.startswith("| depth: blank |"))
-    assert blank == "| depth: blank | 0.20 (n=1) | – | – | – | – |"  # one seed: said so
+    assert blank == "| depth: blank | – | 0.20 (n=1) | – | – | – | – | – |"  # one seed: said so
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved[arm]["only-rgb"] == alone
     assert (tmp_path / "summary.md").read_text() == text + "\n"

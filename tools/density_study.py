@@ -15,8 +15,9 @@ Every evaluation is the same as ``mango eval --checkpoint CKPT ... --out FILE`` 
 behind it runs in this process). A run or an evaluation whose file exists is not redone, so an
 interrupted study resumes where it stopped. The summary (``summary.md``, ``summary.json`` in
 ``--out``) gives per arm the mean ± sd over seeds of each fill's score, the paired difference
-of ``impute`` against every other fill with its 95 % Student-t interval, each corruption's
-AUROC per score and the blame accuracy.
+of ``impute`` against every other fill with its 95 % Student-t interval, and per corruption
+the task score under it, the AUROC per score, the blame accuracy and the AUROC of bits/dim
+minus that of −MSP, paired over the seeds with its interval.
 
 Run: ``python tools/density_study.py --out runs/density`` (defaults: configs/demo.yaml,
 ``s`` in 0 and 0.5, dropout 0 and 0.3, seeds 0 1 2); a tool of the source checkout.
@@ -124,11 +125,15 @@ def _spread(values: list[float | None]) -> str:
     return shown if len(kept) == len(values) else f"{shown} (n={len(kept)})"
 
 
+def _paired(values: list, reference: list) -> str:
+    """``values − reference`` paired over the seeds that have both, with its 95 % interval."""
+    pairs = [(a, b) for a, b in zip(values, reference, strict=True) if None not in (a, b)]
+    return interval_text(paired_interval([a for a, _ in pairs], [b for _, b in pairs]))
+
+
 def _fill_line(label: str, values: list, impute: list, fill: str) -> str:
     """One table line: the label's cells, mean ± sd, and impute − values paired over seeds."""
-    pairs = [(a, b) for a, b in zip(impute, values, strict=True) if None not in (a, b)]
-    diff = paired_interval([a for a, _ in pairs], [b for _, b in pairs])
-    shown = interval_text(diff) if fill != "impute" else ""
+    shown = _paired(impute, values) if fill != "impute" else ""
     return f"| {label} | {_spread(values)} | {shown} |"
 
 
@@ -136,6 +141,23 @@ def _scores(out: Path, arm: str, seeds: list[int], names: list[str], metric: str
     """{evaluation: [its ``metric`` per seed, ``None`` where not run]} of one arm."""
     runs = [out / arm / f"seed{seed}" for seed in seeds]
     return {name: [_read(r / f"{name}.json").get(metric) for r in runs] for name in names}
+
+
+def _corruption_header(metric: str) -> str:
+    return (
+        f"| corrupted | {metric} | " + " | ".join(SCORES) + " | blame accuracy | "
+        "bits_per_dim − neg_msp [95 % CI] |"
+    )
+
+
+def _corruption_cells(results: list[dict[str, Any]], metric: str) -> list[str]:
+    """One corruption's cells over the seeds: the task ``metric`` under it, each score's AUROC,
+    the blame accuracy, and the AUROC of bits/dim minus that of −MSP, paired over the seeds."""
+    auroc = {key: [r.get("detection_auroc", {}).get(key) for r in results] for key in SCORES}
+    cells = [_spread([r.get(metric) for r in results])]
+    cells += [_spread(auroc[key]) for key in SCORES]
+    cells.append(_spread([r.get("blame_accuracy") for r in results]))
+    return [*cells, _paired(auroc["bits_per_dim"], auroc["neg_msp"])]
 
 
 def summarise(
@@ -164,15 +186,11 @@ def summarise(
             for present in (m for m in modalities if m != absent):
                 label = f"without {absent} | model trained on {present} alone"
                 lines.append(_fill_line(label, alone[present], impute, "alone"))
-        lines += ["", "| corrupted | " + " | ".join(SCORES) + " | blame accuracy |"]
-        lines += ["|---" * (len(SCORES) + 2) + "|"]
+        lines += ["", _corruption_header(metric), "|---" * (len(SCORES) + 4) + "|"]
         for broken in modalities:
             for kind in KINDS:
                 results = [_read(r / f"corrupt-{broken}-{kind}.json") for r in runs]
-                cells = []
-                for key in SCORES:
-                    cells.append(_spread([r.get("detection_auroc", {}).get(key) for r in results]))
-                cells.append(_spread([r.get("blame_accuracy") for r in results]))
+                cells = _corruption_cells(results, metric)
                 lines.append(f"| {broken}: {kind} | " + " | ".join(cells) + " |")
         lines.append("")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
