@@ -40,6 +40,6 @@ mutants: $(STAMP)
 
 # What the exact density buys (docs/density.md): trains the demo config at data.shading 0 and 0.5,
 # plain and with modality dropout, 3 seeds, and evaluates every fill and corruption. Resumable;
-# hours on a 2-core CPU.
+# about 100 minutes on a 2-core CPU.
 density-study: $(STAMP)
 	$(BIN)/python tools/density_study.py --out runs/density
