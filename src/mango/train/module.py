@@ -29,7 +29,8 @@ class NonFiniteError(MangoError):
     """Training produced NaN or Inf; nothing is saved from that step."""
 
 
-def _distributed() -> bool:
+def is_distributed() -> bool:
+    """Whether this process is in an initialised default process group (a DDP rank)."""
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
@@ -44,7 +45,7 @@ def first_failure(problem: Problem | None, device: torch.device) -> tuple[int, P
     costs one all-reduce of a flag; only a failure gathers the messages. A single process gets
     its own ``problem`` back.
     """
-    if not _distributed():
+    if not is_distributed():
         return None if problem is None else (0, problem)
     failed = torch.tensor([problem is not None], dtype=torch.int32, device=device)
     torch.distributed.all_reduce(failed, op=torch.distributed.ReduceOp.MAX)
@@ -287,7 +288,7 @@ class MangoModule(pl.LightningModule):
         if failure is None:
             return
         rank, problem = failure
-        distributed = _distributed()
+        distributed = is_distributed()
         duplicate = distributed and torch.distributed.get_rank() != 0
         if isinstance(problem, DataError):
             if not distributed:
@@ -349,7 +350,7 @@ class MangoModule(pl.LightningModule):
         """Fold the step's token sums (every micro-batch, summed over processes) into the
         fillers' training means (:mod:`mango.models.fusion.filler`)."""
         reduce = None
-        if _distributed():
+        if is_distributed():
 
             def reduce(tensor: Tensor) -> Tensor:
                 torch.distributed.all_reduce(tensor)

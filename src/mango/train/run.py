@@ -44,7 +44,7 @@ from mango.train.data import MangoDataModule, eval_loader
 from mango.train.detect import detecting, scores_path
 from mango.train.health import FlowHealthMonitor
 from mango.train.missing import MissingSetting, filling_for, missing_wrap
-from mango.train.module import MangoModule, build_model
+from mango.train.module import MangoModule, build_model, is_distributed
 from mango.train.record import RunRecord, evaluation_record
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,11 @@ def train(
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
         raise
+    if is_distributed():
+        # Every rank has returned from fit: leave the group here. A gloo group left to the
+        # interpreter's exit can abort the process after the run is saved ("terminate called
+        # without an active exception", exit -6).
+        torch.distributed.destroy_process_group()
     if trainer.interrupted or stopper.requested:
         kept = (
             f"{checkpoint} (step {saved_step(checkpoint)}) is kept"
