@@ -34,7 +34,7 @@ gpu-check: $(if $(GPU_PYTHON),,$(STAMP))
 	$(if $(GPU_PYTHON),PYTHONPATH=src$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON),$(BIN)/python) tools/gpu_check.py --out gpu-check.json
 
 # Plant each curated bug in the math (tools/mutants.py) in a copy of the tree, run the tests mapped
-# to it, report killed or survived (docs/reliability.md). Not part of `make test`: about 12 minutes.
+# to it, report killed or survived (docs/reliability.md). Not part of `make test`: 2-14 minutes.
 mutants: $(STAMP)
 	$(BIN)/python tools/mutants.py --out mutants.json
 
