@@ -143,11 +143,10 @@ def _scores(out: Path, arm: str, seeds: list[int], names: list[str], metric: str
     return {name: [_read(r / f"{name}.json").get(metric) for r in runs] for name in names}
 
 
-def _corruption_header(metric: str) -> str:
-    return (
-        f"| corrupted | {metric} | " + " | ".join(SCORES) + " | blame accuracy | "
-        "bits_per_dim − neg_msp [95 % CI] |"
-    )
+def _corruption_header(metric: str) -> list[str]:
+    """The corruption table's header line and its separator, one column per cell."""
+    columns = ["corrupted", metric, *SCORES, "blame accuracy", "bits_per_dim − neg_msp [95 % CI]"]
+    return ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
 
 
 def _corruption_cells(results: list[dict[str, Any]], metric: str) -> list[str]:
@@ -186,7 +185,7 @@ def summarise(
             for present in (m for m in modalities if m != absent):
                 label = f"without {absent} | model trained on {present} alone"
                 lines.append(_fill_line(label, alone[present], impute, "alone"))
-        lines += ["", _corruption_header(metric), "|---" * (len(SCORES) + 4) + "|"]
+        lines += ["", *_corruption_header(metric)]
         for broken in modalities:
             for kind in KINDS:
                 results = [_read(r / f"corrupt-{broken}-{kind}.json") for r in runs]
